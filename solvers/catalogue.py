@@ -1,0 +1,240 @@
+"""The catalogue of named samplers: each one a few lines of data for a generic stepper.
+
+Every entry names the coefficient set theory/ derives for it (``method``), its options with
+defaults, its theoretical order and its paper. Nothing here computes a coefficient: the builders
+below only route options to theory/ (once per grid) and, for the stochastic samplers, attach a
+noise plan (:mod:`samplerlab.solvers.noise`).
+
+Deviations between papers and their authors' code are documented in the theory/ function that
+derives each coefficient set (follow the ``method`` name).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+
+import samplerlab.theory  # noqa: F401  (registers every step method)
+from samplerlab.theory.step_form import step_coefficients
+from samplerlab.theory.multistep import multistep_coefficients
+from samplerlab.theory.predictor_corrector import pc_coefficients
+from samplerlab.theory.alpha_bar_chain import lookback_sigmas
+
+from ._checks import check_in_range, check_positive_int
+from .noise import ancestral_split, churn_levels
+from .registry import IMPLICIT, MULTI, PAPERS, PC, SINGLE, SolverSpec, _register
+
+__all__ = []
+
+
+@functools.lru_cache(maxsize=None)
+def _stages(method: str, params: tuple) -> int:
+    return step_coefficients(method, np.array([2.0]), np.array([1.0]), **dict(params)).stages
+
+
+def _single(name, method, order, paper, summary, params=None, *, noise=None, order_fn=None,
+            validate=None, extra_params=None):
+    """Register a single-step sampler running theory's step method ``method``.
+
+    ``params``: options forwarded to theory (with defaults). ``noise``: None, 'ancestral' (option
+    ``eta``) or 'churn' (option ``gamma``), or 'choice' (options ``mode``, ``eta``).
+    ``extra_params(grid) -> dict`` adds grid-derived arrays (e.g. look-back sigmas).
+    """
+    params = dict(params or {})
+    defaults = dict(params)
+    if noise in ("ancestral", "choice"):
+        defaults["eta"] = 1.0
+    if noise == "choice":
+        defaults["mode"] = "ancestral"
+
+    def theory_params(opts):
+        return {k: opts[k] for k in params}
+
+    def build(grid, opts):
+        sf, st = grid[:-1], grid[1:]
+        tp = theory_params(opts)
+        if extra_params is not None:
+            tp.update(extra_params(grid))
+        mode = opts.get("mode", noise)
+        if mode == "ancestral":
+            down, up = ancestral_split(sf, st, opts["eta"])
+            return dataclasses.replace(step_coefficients(method, sf, down, **tp), post_noise=up)
+        if mode == "churn":
+            hat, lift = churn_levels(sf, opts["eta"])
+            return dataclasses.replace(step_coefficients(method, hat, st, **tp), pre_noise=lift)
+        return step_coefficients(method, sf, st, **tp)
+
+    def nfe_per_step(opts):
+        return _stages(method, tuple(sorted(theory_params(opts).items())))
+
+    def check(opts):
+        if "eta" in opts:
+            opts["eta"] = check_in_range(opts["eta"], "eta", 0.0, 1.0)
+        if "mode" in opts and opts["mode"] not in ("ancestral", "churn"):
+            raise ValueError(f"mode must be 'ancestral' or 'churn', got {opts['mode']!r}")
+        return validate(opts) if validate is not None else opts
+
+    stochastic = noise is not None or method in ("li_ddpm", "li_accel_sde")
+    return _register(SolverSpec(name=name, family=SINGLE, order=order, stochastic=stochastic,
+                                paper=paper, summary=summary, defaults=defaults, build=build,
+                                order_fn=order_fn, nfe_per_step=nfe_per_step, validate=check))
+
+
+def _multistep(name, method, order, paper, summary, params=None, *, order_fn=None, validate=None):
+    """Register a linear multistep sampler running theory's weight set ``method``."""
+    defaults = dict(params or {})
+
+    def build(grid, opts):
+        o = dict(opts)
+        k = o.pop("order", order)
+        return multistep_coefficients(method, grid, k, **o)
+
+    return _register(SolverSpec(name=name, family=MULTI, order=order, stochastic=False,
+                                paper=paper, summary=summary, defaults=defaults, build=build,
+                                order_fn=order_fn, validate=validate))
+
+
+def _predictor_corrector(name, method, order, paper, summary, params=None, *, order_fn=None,
+                         validate=None):
+    """Register a predictor-corrector sampler running theory's coefficient set ``method``."""
+    defaults = dict(params or {})
+
+    def build(grid, opts):
+        o = dict(opts)
+        k = o.pop("order")
+        return pc_coefficients(method, grid, k, **o)
+
+    return _register(SolverSpec(name=name, family=PC, order=order, stochastic=False,
+                                paper=paper, summary=summary, defaults=defaults, build=build,
+                                order_fn=order_fn, validate=validate))
+
+
+def _order_option(supported):
+    def check(opts):
+        k = check_positive_int(opts["order"], "order")
+        if k not in supported:
+            raise ValueError(f"order must be one of {sorted(supported)}, got {k}")
+        opts["order"] = k
+        return opts
+    return check
+
+
+# --- classics: single step -----------------------------------------------------------------
+_single("euler", "euler", 1, PAPERS["ddim"],
+        "exponential Euler in lambda = DDIM = DPM-Solver-1 = Euler in sigma (VE): "
+        "x' = (s'/s) x + (1 - s'/s) D(x, s)")
+_single("heun", "heun", 2, PAPERS["edm"],
+        "EDM's Heun (explicit trapezoid) in sigma for dx/dsigma = (x - D)/sigma; 2 NFE/step")
+_single("dpm_solver_2", "dpm_solver_2", 2, PAPERS["dpm"],
+        "DPM-Solver-2 (noise prediction, intermediate point at lambda + r h); 2 NFE/step",
+        {"r": 0.5})
+_single("dpm_solver_3", "dpm_solver_3", 3, PAPERS["dpm"],
+        "DPM-Solver-3 (noise prediction, nodes r1, r2); 3 NFE/step", {"r1": 1 / 3, "r2": 2 / 3})
+_single("dpmpp_2s", "dpmpp_2s", 2, PAPERS["dpmpp"],
+        "DPM-Solver++(2S): data prediction, b2 = phi_1/(2r) (violates the stiff condition "
+        "sum b c = phi_2); 2 NFE/step", {"r": 0.5})
+_single("ddpm", "euler", 1, PAPERS["ddpm"],
+        "ancestral sampler: Euler to sigma_down then + sigma_up z (eta = 1: DDPM posterior "
+        "variance; eta = 0: DDIM). Weak order 1", noise="ancestral")
+
+# --- seed 003: RES ---------------------------------------------------------------------------
+_single("res_2s", "res_2s", 2, PAPERS["res"],
+        "RES 2-stage: b2 = phi_2/c2, b1 = phi_1 - b2 (stiff order 2 for every h); 2 NFE/step",
+        {"c2": 0.5})
+_single("res_3s", "res_3s", 3, PAPERS["res"],
+        "3-stage exponential RK of the Hochbruck-Ostermann family (notes §2.5, reconstructed); "
+        "3 NFE/step", {"c2": 1 / 3, "c3": 2 / 3})
+_single("res_sde", "res_2s", 1, PAPERS["res"],
+        "stochastic RES: RES-2S inside EDM churn (mode='churn', gamma = eta) or an ancestral "
+        "step (mode='ancestral'); weak order 1", {"c2": 0.5}, noise="choice")
+
+# --- seed 002: provably accelerated samplers (alpha-bar chain) --------------------------------
+_single("li_ddim", "li_ddim", 1, PAPERS["li"],
+        "DDIM-type update Y' = (Y + (1 - a_t)/2 s_t(Y))/sqrt(a_t) on the alpha-bar chain of the grid")
+_single("li_ddpm", "li_ddpm", 1, PAPERS["li"],
+        "DDPM-type update Y' = (Y + (1 - a_t) s_t(Y) + sqrt(1 - a_t) Z)/sqrt(a_t); weak order 1 "
+        "on smooth targets (1/2 is the worst-case bound)")
+_single("li_accel_ode", "li_accel_ode", 2, PAPERS["li"],
+        "accelerated ODE sampler: DDIM-type step plus an AB2-type correction from the score at "
+        "the look-back point Phi_t(Y_t) at time t+1; 2 NFE/step",
+        extra_params=lambda grid: {"sigma_back": lookback_sigmas(grid)[:-1]})
+_multistep("li_accel_ode_1nfe", "li_accel_ode_1nfe", 2, PAPERS["li"],
+           "the authors' 1-NFE practical accelerated ODE sampler: exact DDIM plus an arcsin-weighted "
+           "correction (eps linear in alpha-bar through the last two evaluations)")
+_single("li_accel_sde", "li_accel_sde", 1, PAPERS["li"],
+        "accelerated SDE sampler: half the noise before the score call at Y+, half after; "
+        "1 NFE/step, weak order 1 (constant ~2x smaller than DDPM-type on smooth targets)")
+
+
+# --- seed 001: K-th order Lagrange sampler ----------------------------------------------------
+def _lagrange_validate(opts):
+    opts["K"] = check_positive_int(opts["K"], "K")
+    if opts["R"] is None:
+        opts["R"] = opts["K"] - 1
+    opts["R"] = check_positive_int(opts["R"], "R", minimum=0)
+    return opts
+
+
+def _lagrange_order(opts):
+    k, r = opts["K"], opts["R"]
+    newton_cotes = k if k % 2 == 0 else k + 1
+    return 1 if k == 1 else min(r + 1, newton_cotes)
+
+
+_single("lagrange", "lagrange", 2, PAPERS["lagrange"],
+        "K anchors equispaced in alpha-bar, Lagrange interpolation of the PF-ODE integrand "
+        "gamma^-3/2 s, R Picard refinement rounds; 1 + R(K-1) NFE/step; order min(R+1, NC(K))",
+        {"K": 2, "R": None}, validate=_lagrange_validate, order_fn=_lagrange_order)
+
+# --- multistep classics -----------------------------------------------------------------------
+_multistep("dpmpp_2m", "dpmpp", 2, PAPERS["dpmpp"],
+           "DPM-Solver++(2M): x' = e^-h x + (1 - e^-h)[(1 + 1/(2r)) D_n - D_{n-1}/(2r)]",
+           {"lower_order_final": True})
+_multistep("dpmpp_3m", "dpmpp", 3, PAPERS["dpmpp"],
+           "DPM-Solver++(3M), third-order data-prediction multistep", {"lower_order_final": True})
+_multistep("res_2m", "res", 2, PAPERS["res"],
+           "RES multistep: exact exponential Adams integral, c2 = -h_prev/h (phi_2 where "
+           "DPM-Solver++(2M) has phi_1/2)")
+_multistep("deis", "deis", 3, PAPERS["deis"],
+           "DEIS exponential Adams-Bashforth on eps, Lagrange in lambda (order 2 or 3)",
+           {"order": 3}, order_fn=lambda o: o["order"], validate=_order_option({1, 2, 3, 4}))
+_multistep("ipndm", "ipndm", 4, PAPERS["ipndm"],
+           "improved PNDM: fixed Adams-Bashforth weights on eps in sigma (order <= 4), "
+           "variable_step=True uses the exact variable-step weights",
+           {"order": 4, "variable_step": False}, order_fn=lambda o: o["order"],
+           validate=_order_option({1, 2, 3, 4}))
+_multistep("lms", "lms", 4, PAPERS["lms"],
+           "linear multistep in sigma with exact Lagrange weights (no quadrature)",
+           {"order": 4}, order_fn=lambda o: o["order"], validate=_order_option({1, 2, 3, 4, 5, 6}))
+
+# --- predictor-corrector ---------------------------------------------------------------------
+_predictor_corrector("unipc", "unipc", 3, PAPERS["unipc"],
+                     "UniPC: UniP-p predictor + UniC corrector reusing the evaluation at the "
+                     "predicted point (order p+1), B(h) variants bh1/bh2",
+                     {"order": 2, "variant": "bh1"}, order_fn=lambda o: o["order"] + 1,
+                     validate=_order_option({1, 2, 3}))
+_predictor_corrector("f_ddim", "f_dpmsolver", 1, PAPERS["fv"],
+                     "F-DDIM: DDIM lookahead from cached evaluations, then a data-form "
+                     "forward-value step with D at the lookahead point; 1 NFE/step",
+                     {"order": 1}, validate=_order_option({1}))
+_predictor_corrector("f_dpmsolver", "f_dpmsolver", 1, PAPERS["fv"],
+                     "F-DPMSolver-k: order-k noise-form multistep lookahead, first-order "
+                     "forward-value corrector; 1 NFE/step; global order 1 (opposite-sign error)",
+                     {"order": 2}, validate=_order_option({1, 2, 3}))
+
+
+# --- the ideal forward value (implicit) --------------------------------------------------------
+def _fv_validate(opts):
+    opts["tol"] = check_in_range(opts["tol"], "tol", 0.0, None, low_open=True)
+    opts["max_iter"] = check_positive_int(opts["max_iter"], "max_iter")
+    return opts
+
+
+_register(SolverSpec(
+    name="fv_ideal", family=IMPLICIT, order=1, stochastic=False, paper=PAPERS["fv"],
+    summary="ideal forward value: x' = e^-h x + (1 - e^-h) D(x', s') solved by fixed-point "
+            "iteration (theory checks; NFE depends on the iterations)",
+    defaults={"tol": 1e-12, "max_iter": 200},
+    build=lambda grid, opts: step_coefficients("euler", grid[:-1], grid[1:]),
+    validate=_fv_validate))

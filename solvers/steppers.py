@@ -1,0 +1,265 @@
+"""The generic steppers: one loop per family of samplers, driven by precomputed coefficients.
+
+Every named sampler of samplerlab is data for one of these loops (see DESIGN.md):
+
+* :func:`run_single_step` — explicit single-step methods (exponential RK tableaux, Heun in sigma,
+  the alpha-bar-chain samplers of seeds 001/002) and, through ``pre_noise``/``post_noise``, their
+  stochastic (ancestral / churn) versions. Coefficients: :class:`samplerlab.theory.step_form.StepCoefficients`.
+* :func:`run_multistep` — linear multistep methods ``x_{n+1} = a_n x_n + sum_j w_{n,j} F_{n-j}``
+  on data (F = D) or noise (F = eps) predictions, with warm-up rows of lower order.
+* :func:`run_predictor_corrector` — predictor-corrector methods whose cache holds evaluations at
+  the predicted points (UniPC, the forward-value F-DPMSolver of seed 000).
+* :func:`run_implicit_forward_value` — the ideal (implicit) forward-value step of seed 000, solved
+  by fixed-point iteration to a tolerance; a theory-check sampler, not a fast one.
+
+The loops run over steps and stages only; every coefficient is a Python float read from arrays
+computed once per grid by theory/, so nothing on the hot path touches sympy or loops over samples.
+
+Final step to sigma = 0: when the grid ends at 0, the last step is the denoising step
+``x <- D(x, sigma_{M-1})`` (the h -> infinity limit of exponential Euler), 1 NFE, for every family.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Optional
+
+import torch
+
+from samplerlab.theory.step_form import StepCoefficients
+
+from .progress import Progress
+
+__all__ = [
+    "run_single_step",
+    "run_multistep",
+    "run_predictor_corrector",
+    "run_implicit_forward_value",
+    "make_generator",
+]
+
+
+def make_generator(generator, like: torch.Tensor) -> Optional[torch.Generator]:
+    """Accept a ``torch.Generator``, an int seed or None (torch's global generator)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    if isinstance(generator, int) and not isinstance(generator, bool):
+        g = torch.Generator(device=like.device)
+        g.manual_seed(generator)
+        return g
+    raise TypeError(f"generator must be a torch.Generator, an int seed or None, got "
+                    f"{type(generator).__name__}")
+
+
+def _randn(like: torch.Tensor, generator) -> torch.Tensor:
+    return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
+
+
+def _combine(x_coef: float, x: torch.Tensor, weights, values) -> torch.Tensor:
+    """``x_coef * x + sum_k weights[k] * values[k]`` skipping zero weights."""
+    out = x * x_coef
+    for w, v in zip(weights, values):
+        if w != 0.0:
+            out = out.add(v, alpha=w)
+    return out
+
+
+def _check_output(d: torch.Tensor, x: torch.Tensor, where: str) -> torch.Tensor:
+    if not isinstance(d, torch.Tensor) or d.shape != x.shape:
+        shape = tuple(d.shape) if isinstance(d, torch.Tensor) else type(d).__name__
+        raise ValueError(f"denoiser returned {shape} at {where}; expected a tensor of shape "
+                         f"{tuple(x.shape)} like x")
+    return d
+
+
+def _final_denoise(denoiser, x, sigma_last, callback, index):
+    d = _check_output(denoiser(x, sigma_last), x, "the final step to sigma = 0")
+    if callback is not None:
+        callback({"x": d, "i": index, "sigma": sigma_last, "sigma_next": sigma_last * 0,
+                  "denoised": d})
+    return d
+
+
+def _step_sigmas(sigmas: torch.Tensor):
+    """(sigma tensor per grid point, number of steps with sigma_{n+1} > 0, ends at zero?)."""
+    ends_zero = bool(sigmas[-1] == 0)
+    return ends_zero, sigmas.numel() - 1 - int(ends_zero)
+
+
+def run_single_step(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor,
+                    coeffs: StepCoefficients, *, generator=None, callback=None,
+                    progress: bool = False) -> torch.Tensor:
+    """Run an explicit single-step method given its per-step coefficients.
+
+    ``coeffs`` covers the steps with ``sigma_{n+1} > 0`` (M, or M-1 if the grid ends at 0)::
+
+        x'    = x_n + pre_noise[n] z            X_j = stage_x[n,j] x' + sum_{k<j} stage_w[n,j,k] D_k
+        D_j   = D(X_j, stage_sigma[n,j])        x_{n+1} = out_x[n] x' + sum_k out_w[n,k] D_k + post_noise[n] z'
+    """
+    ends_zero, m = _step_sigmas(sigmas)
+    if coeffs.steps != m:
+        raise ValueError(f"coefficients cover {coeffs.steps} steps but the grid has {m} positive steps")
+    stage_sigma = torch.as_tensor(coeffs.stage_sigma, dtype=x.dtype, device=x.device)
+    stage_x = coeffs.stage_x.tolist()
+    stage_w = coeffs.stage_w.tolist()
+    out_x = coeffs.out_x.tolist()
+    out_w = coeffs.out_w.tolist()
+    pre = coeffs.pre_noise.tolist()
+    post = coeffs.post_noise.tolist()
+    s = coeffs.stages
+    with Progress(sigmas.numel() - 1, "sampling", enabled=progress) as bar:
+        for n in range(m):
+            if pre[n] != 0.0:
+                x = x.add(_randn(x, generator), alpha=pre[n])
+            ds = []
+            for j in range(s):
+                xj = _combine(stage_x[n][j], x, stage_w[n][j][:j], ds)
+                ds.append(_check_output(denoiser(xj, stage_sigma[n, j]), x, f"step {n}, stage {j}"))
+            x = _combine(out_x[n], x, out_w[n], ds)
+            if post[n] != 0.0:
+                x = x.add(_randn(x, generator), alpha=post[n])
+            if callback is not None:
+                callback({"x": x, "i": n, "sigma": sigmas[n], "sigma_next": sigmas[n + 1],
+                          "denoised": ds[0]})
+            bar.update()
+        if ends_zero:
+            x = _final_denoise(denoiser, x, sigmas[m], callback, m)
+            bar.update()
+    return x
+
+
+def _as_prediction(kind: str, x_eval: torch.Tensor, d: torch.Tensor, sigma) -> torch.Tensor:
+    if kind == "data":
+        return d
+    if kind == "noise":
+        return (x_eval - d) / sigma
+    raise ValueError(f"prediction must be 'data' or 'noise', got {kind!r}")
+
+
+def run_multistep(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, coeffs, *,
+                  callback=None, progress: bool = False) -> torch.Tensor:
+    """Run a linear multistep method ``x_{n+1} = out_x[n] x_n + sum_j weights[n, j] F_{n-j}``.
+
+    ``F_m`` is the model output at grid point m in the prediction ``coeffs.prediction`` ('data':
+    ``D(x_m, sigma_m)``; 'noise': ``(x_m - D)/sigma_m``). One NFE per step.
+    """
+    ends_zero, m = _step_sigmas(sigmas)
+    if coeffs.out_x.shape[0] != m:
+        raise ValueError(f"coefficients cover {coeffs.out_x.shape[0]} steps but the grid has {m}")
+    out_x = coeffs.out_x.tolist()
+    weights = coeffs.weights.tolist()
+    history = deque(maxlen=coeffs.weights.shape[1])
+    with Progress(sigmas.numel() - 1, "sampling", enabled=progress) as bar:
+        for n in range(m):
+            d = _check_output(denoiser(x, sigmas[n]), x, f"step {n}")
+            history.appendleft(_as_prediction(coeffs.prediction, x, d, sigmas[n]))
+            x = _combine(out_x[n], x, weights[n][:len(history)], history)
+            if callback is not None:
+                callback({"x": x, "i": n, "sigma": sigmas[n], "sigma_next": sigmas[n + 1],
+                          "denoised": d})
+            bar.update()
+        if ends_zero:
+            x = _final_denoise(denoiser, x, sigmas[m], callback, m)
+            bar.update()
+    return x
+
+
+def run_predictor_corrector(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, coeffs, *,
+                            callback=None, progress: bool = False) -> torch.Tensor:
+    """Run a predictor-corrector method whose cache holds evaluations at the predicted points.
+
+    Step n (``sigma_n -> sigma_{n+1}``)::
+
+        xhat      = pred_out_x[n] x_n + sum_j pred_w[n, j] P_{n-j}            (no NFE)
+        (xhat, D) evaluated once:  D_new = D(xhat, sigma_{n+1})               (1 NFE)
+        x_{n+1}   = corr_out_x[n] x_n + sum_j corr_w[n, j] C_{n-j} + corr_new[n] C_new
+
+    P and C are the cached evaluations in the predictor's and the corrector's prediction type
+    (data or noise, computed from the evaluation point and D). The evaluation is skipped at the
+    last step when the corrector does not use it (``corr_new == 0``): then ``x_{n+1} = xhat``
+    (UniPC's last step). The cache starts with an evaluation at ``x_0`` (``coeffs.initial ==
+    'evaluate'``, 1 NFE) or with the start noise as a proxy (``'noise_proxy'``: D = 0 at sigma_0,
+    i.e. eps = x_0/sigma_0, no NFE; F-DPMSolver, seed 000).
+    """
+    ends_zero, m = _step_sigmas(sigmas)
+    if coeffs.pred_out_x.shape[0] != m:
+        raise ValueError(f"coefficients cover {coeffs.pred_out_x.shape[0]} steps but the grid has {m}")
+    p_out, p_w = coeffs.pred_out_x.tolist(), coeffs.pred_w.tolist()
+    c_out, c_w, c_new = coeffs.corr_out_x.tolist(), coeffs.corr_w.tolist(), coeffs.corr_new.tolist()
+    depth = max(coeffs.pred_w.shape[1], coeffs.corr_w.shape[1])
+    cache = deque(maxlen=depth)  # entries (x_eval, D, sigma)
+    initial = getattr(coeffs, "initial", "evaluate")
+    if initial == "evaluate":
+        cache.appendleft((x, _check_output(denoiser(x, sigmas[0]), x, "the initial evaluation"),
+                          sigmas[0]))
+    elif initial == "noise_proxy":
+        cache.appendleft((x, torch.zeros_like(x), sigmas[0]))
+    else:
+        raise ValueError(f"coeffs.initial must be 'evaluate' or 'noise_proxy', got {initial!r}")
+
+    def column(kind):
+        return [_as_prediction(kind, xe, d, s) for (xe, d, s) in cache]
+
+    with Progress(sigmas.numel() - 1, "sampling", enabled=progress) as bar:
+        for n in range(m):
+            xhat = _combine(p_out[n], x, p_w[n][:len(cache)], column(coeffs.pred_prediction))
+            needs_eval = c_new[n] != 0.0 or n < m - 1
+            if needs_eval:
+                d_new = _check_output(denoiser(xhat, sigmas[n + 1]), x, f"step {n}")
+                new = _as_prediction(coeffs.corr_prediction, xhat, d_new, sigmas[n + 1])
+                x = _combine(c_out[n], x, c_w[n][:len(cache)] + [c_new[n]],
+                             column(coeffs.corr_prediction) + [new])
+                cache.appendleft((xhat, d_new, sigmas[n + 1]))
+            else:
+                d_new = None
+                x = xhat
+            if callback is not None:
+                callback({"x": x, "i": n, "sigma": sigmas[n], "sigma_next": sigmas[n + 1],
+                          "denoised": d_new, "x_pred": xhat})
+            bar.update()
+        if ends_zero:
+            x = _final_denoise(denoiser, x, sigmas[m], callback, m)
+            bar.update()
+    return x
+
+
+def run_implicit_forward_value(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor,
+                               coeffs: StepCoefficients, *, tol: float = 1e-12,
+                               max_iter: int = 200, callback=None,
+                               progress: bool = False) -> torch.Tensor:
+    """The ideal forward-value sampler of seed 000 (implicit; for theory checks).
+
+    Solves ``x_{n+1} = out_x[n] x_n + out_w[n] D(x_{n+1}, sigma_{n+1})`` — the data-form
+    right-endpoint rule, with exponential Euler's weights (``coeffs`` is the one-stage ``euler``
+    tableau) — by fixed-point iteration from the DDIM predictor, to
+    ``max|x^{k+1} - x^k| <= tol * (1 + max|x^k|)``. Raises ``RuntimeError`` if it does not
+    converge within ``max_iter`` iterations (the map contracts when ``out_w * |dD/dx| < 1``).
+    """
+    ends_zero, m = _step_sigmas(sigmas)
+    if coeffs.stages != 1 or coeffs.steps != m:
+        raise ValueError("the forward-value step needs one-stage (euler) coefficients for every step")
+    out_x = coeffs.out_x.tolist()
+    out_w = coeffs.out_w[:, 0].tolist()
+    with Progress(sigmas.numel() - 1, "sampling", enabled=progress) as bar:
+        for n in range(m):
+            d = _check_output(denoiser(x, sigmas[n]), x, f"step {n}")
+            base = x * out_x[n]
+            y = base.add(d, alpha=out_w[n])  # DDIM predictor
+            for it in range(max_iter):
+                d = denoiser(y, sigmas[n + 1])
+                y_new = base.add(d, alpha=out_w[n])
+                delta = (y_new - y).abs().max()
+                y = y_new
+                if delta <= tol * (1.0 + y.abs().max()):
+                    break
+            else:
+                raise RuntimeError(f"forward-value fixed point did not converge at step {n} "
+                                   f"within max_iter={max_iter} (last change {float(delta):.3e})")
+            x = y
+            if callback is not None:
+                callback({"x": x, "i": n, "sigma": sigmas[n], "sigma_next": sigmas[n + 1],
+                          "denoised": d})
+            bar.update()
+        if ends_zero:
+            x = _final_denoise(denoiser, x, sigmas[m], callback, m)
+            bar.update()
+    return x
