@@ -1,13 +1,83 @@
-"""The ``samplerlab`` console script."""
+"""The ``samplerlab`` console script.
+
+Subcommands:
+
+* ``samplerlab reproduce [--only NAME ...] [--quick] [--device cpu|cuda] [--dtype float64|float32]
+  [--out DIR] [--seed N]`` — run the registered studies, write CSV/JSON/figures and REPORT.md.
+* ``samplerlab theory ...`` — print a named tableau or weight set and its order conditions.
+* ``samplerlab demo`` — sample a 2-D mixture with a few samplers and print their defects.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from pathlib import Path
+
+
+def _cmd_demo(args) -> int:
+    import torch
+
+    from samplerlab.experiments.metrics import defect
+    from samplerlab.experiments.reference import solve_pf_ode
+    from samplerlab.experiments.targets import GaussianMixture
+    from samplerlab.solvers import SOLVERS, NFECounter, grids, sample
+
+    target = GaussianMixture.ring_2d()
+    g = torch.Generator().manual_seed(args.seed)
+    sigmas = grids.karras(args.steps, append_zero=False)
+    x = target.sample(args.n, generator=g, sigma=float(sigmas[0]))
+    ref = solve_pf_ode(target, x, float(sigmas[0]), float(sigmas[-1]))
+    print(f"2-D ring mixture, {args.n} samples, Karras grid with {args.steps} steps "
+          f"({float(sigmas[0]):g} -> {float(sigmas[-1]):g})")
+    print(f"{'sampler':<14}{'NFE':>5}{'median defect':>16}")
+    for name in ("euler", "heun", "dpmpp_2m", "res_2s", "unipc", "f_ddim"):
+        counted = NFECounter(target.denoiser)
+        out = sample(name, counted, x, sigmas)
+        print(f"{name:<14}{counted.count:>5}{defect(out, ref).median:>16.3e}")
+    return 0
+
+
+def _cmd_reproduce(args) -> int:
+    from samplerlab.experiments.reproduce import reproduce
+
+    try:
+        return reproduce(only=args.only, quick=args.quick, device=args.device, dtype=args.dtype,
+                         out=args.out, seed=args.seed, progress=not args.no_progress)
+    except ValueError as exc:
+        print(f"samplerlab reproduce: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="samplerlab", description=__doc__)
-    parser.add_subparsers(dest="command")
+    parser = argparse.ArgumentParser(
+        prog="samplerlab",
+        description="Numerical analysis and theory verification for diffusion samplers.")
+    sub = parser.add_subparsers(dest="command")
+
+    rep = sub.add_parser("reproduce", help="run the studies, write figures/ and REPORT.md")
+    rep.add_argument("--only", nargs="+", metavar="NAME", help="run only these studies")
+    rep.add_argument("--quick", action="store_true", help="reduced sizes (CI)")
+    rep.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    rep.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    rep.add_argument("--out", default=None, help="output folder (default: figures/ of the "
+                     "source tree, or ./figures)")
+    rep.add_argument("--seed", type=int, default=0)
+    rep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rep.set_defaults(func=_cmd_reproduce)
+
+    demo = sub.add_parser("demo", help="a small sampling demo on a 2-D mixture")
+    demo.add_argument("--steps", type=int, default=8)
+    demo.add_argument("--n", type=int, default=512)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=_cmd_demo)
+
+    try:
+        from samplerlab.theory.cli import add_parser as add_theory_parser
+    except ImportError:  # pragma: no cover - theory CLI not available
+        add_theory_parser = None
+    if add_theory_parser is not None:
+        add_theory_parser(sub)
     return parser
 
 

@@ -1,0 +1,103 @@
+"""Convergence sweeps: defect of samplers against the exact PF-ODE solution, vs steps and NFE.
+
+This is the measurement behind every order claim of samplerlab (tests and studies alike)::
+
+    rows = defect_sweep(target, ["euler", "res_2s"], steps=[8, 16, 32, 64],
+                        grid=lambda m: grids.karras(m, sigma_min=0.02), n=200, seed=0)
+    est = fit_order(rows, "res_2s")      # OrderEstimate: slope of log median defect vs log M
+
+Starting points are exact samples of the noised marginal at ``sigmas[0]`` (seeded), the reference
+is :func:`samplerlab.experiments.reference.solve_pf_ode` from ``sigmas[0]`` to ``sigmas[-1]``, and
+the defect of a sample is the Euclidean distance of the sampler's endpoint to the reference
+endpoint. Every grid in a sweep must share its endpoints (checked).
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Dict, Iterable, List, Mapping, Sequence, Tuple, Union
+
+import torch
+
+from samplerlab.solvers import SOLVERS, NFECounter, sample
+
+from .metrics import defect
+from .order import estimate_order
+from .reference import solve_pf_ode
+
+__all__ = ["SamplerCase", "defect_sweep", "fit_order", "starting_points"]
+
+SamplerCase = Union[str, Tuple[str, str, Mapping]]  # name, or (label, name, options)
+
+
+def _cases(samplers: Iterable[SamplerCase]) -> List[Tuple[str, str, dict]]:
+    out = []
+    for case in samplers:
+        if isinstance(case, str):
+            out.append((case, case, {}))
+        else:
+            label, name, opts = case
+            out.append((label, name, dict(opts)))
+    labels = [c[0] for c in out]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"sampler labels must be unique, got {labels}")
+    return out
+
+
+def starting_points(target, n: int, sigma_max: float, seed: int) -> torch.Tensor:
+    """``n`` exact samples of the noised marginal at ``sigma_max`` (seeded torch.Generator)."""
+    g = torch.Generator(device=target.device)
+    g.manual_seed(int(seed))
+    return target.sample(n, generator=g, sigma=float(sigma_max))
+
+
+def defect_sweep(target, samplers: Iterable[SamplerCase], steps: Sequence[int],
+                 grid: Callable[[int], torch.Tensor], n: int, seed: int = 0, *,
+                 x_start: torch.Tensor = None, x_ref: torch.Tensor = None,
+                 timing: bool = False) -> List[Dict]:
+    """Defect of every sampler for every number of steps M; returns tidy rows.
+
+    Each row: ``sampler`` (label), ``name``, ``steps`` (M), ``nfe`` (counted by the ledger),
+    ``defect_mean``, ``defect_median``, ``defect_q90``, ``defect_max`` and, with ``timing``,
+    ``seconds`` (wall time of the sampling call) and ``model_seconds`` (inside the denoiser).
+    """
+    cases = _cases(samplers)
+    grids = {m: grid(m) for m in steps}
+    first = grids[steps[0]]
+    for m, g in grids.items():
+        if g.numel() != m + 1 and not (g.numel() == m + 2 and g[-1] == 0):
+            raise ValueError(f"grid({m}) returned {g.numel()} levels; expected {m + 1}")
+        if abs(float(g[0]) - float(first[0])) > 1e-12 * float(first[0]) or \
+                abs(float(g[-1]) - float(first[-1])) > 1e-12 * max(float(first[-1]), 1e-300):
+            raise ValueError("every grid of a sweep must share its endpoints")
+    sigma_max, sigma_end = float(first[0]), float(first[-1])
+    if x_start is None:
+        x_start = starting_points(target, n, sigma_max, seed)
+    if x_ref is None:
+        x_ref = solve_pf_ode(target, x_start, sigma_max, sigma_end)
+    rows = []
+    for label, name, opts in cases:
+        spec = SOLVERS[name]
+        for m in steps:
+            sig = grids[m].to(dtype=x_start.dtype, device=x_start.device)
+            counted = NFECounter(target.denoiser)
+            start = time.perf_counter()
+            out = spec(counted, x_start, sig, generator=seed, **opts)
+            seconds = time.perf_counter() - start
+            summary = defect(out, x_ref)
+            row = {"sampler": label, "name": name, "steps": m, "nfe": counted.count,
+                   "defect_mean": float(summary.mean), "defect_median": float(summary.median),
+                   "defect_q90": float(summary.quantiles[0.9]), "defect_max": float(summary.max)}
+            if timing:
+                row["seconds"] = seconds
+                row["model_seconds"] = counted.seconds
+            rows.append(row)
+    return rows
+
+
+def fit_order(rows: Sequence[Mapping], sampler: str, *, x: str = "steps",
+              y: str = "defect_median", **kwargs):
+    """Empirical order of ``sampler`` in ``rows`` (slope of log y vs log x), an OrderEstimate."""
+    sel = [r for r in rows if r["sampler"] == sampler]
+    if not sel:
+        raise ValueError(f"no rows for sampler {sampler!r}")
+    return estimate_order([r[x] for r in sel], [r[y] for r in sel], **kwargs)

@@ -1,0 +1,57 @@
+"""REPORT.md: every claim checked by ``samplerlab reproduce``, the order card and the figures."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, List, Sequence
+
+from .io import atomic_write_bytes
+from .studies.base import Claim, StudyResult
+
+__all__ = ["render_report", "write_report"]
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _claims_table(claims: Sequence[Claim]) -> List[str]:
+    lines = ["| study | paper | claim | paper's number | measured | verdict | why |",
+             "|---|---|---|---|---|---|---|"]
+    for c in claims:
+        lines.append("| " + " | ".join(_md_escape(v) for v in (
+            c.study, c.paper, c.statement, c.paper_value, c.measured, f"**{c.verdict}**",
+            c.reason)) + " |")
+    return lines
+
+
+def render_report(results: Iterable[StudyResult], *, header: str, order_card: List[dict] = None) -> str:
+    results = list(results)
+    lines = ["# samplerlab — claims report", "", header, ""]
+    all_claims = [c for r in results for c in r.claims]
+    counts = {}
+    for c in all_claims:
+        counts[c.verdict] = counts.get(c.verdict, 0) + 1
+    lines.append("Verdicts: " + ", ".join(f"{v}: {n}" for v, n in sorted(counts.items())) + ".")
+    lines += ["", "## Claims", ""] + _claims_table(all_claims) + [""]
+    if order_card:
+        lines += ["## Order card", "",
+                  "Declared order (registry), order from theory/'s conditions, and the measured "
+                  "order (least-squares slope of the median defect vs number of steps, 95% "
+                  "interval, pre-asymptotic points and round-off floor dropped).", "",
+                  "| sampler | family | declared | theory | measured | interval | points |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in order_card:
+            lines.append("| " + " | ".join(_md_escape(row.get(k, "")) for k in (
+                "sampler", "family", "declared", "theory", "measured", "interval", "points")) + " |")
+        lines.append("")
+    for r in results:
+        lines += [f"## Study `{r.name}`", "", r.summary, ""]
+        for fig in r.figures:
+            lines += [f"![{_md_escape(fig['caption'])}]({fig['path']})", "",
+                      f"*{fig['caption']}*", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(path, results, *, header: str, order_card=None) -> Path:
+    text = render_report(results, header=header, order_card=order_card)
+    return atomic_write_bytes(Path(path), text.encode())
