@@ -29,7 +29,14 @@ Because ``s`` is linear in ``Y`` and ``D``, every anchor value is a linear combi
 and the denoiser outputs; the step therefore compiles (numerically, vectorised over the M steps)
 into a :class:`~samplerlab.theory.step_form.StepCoefficients` with ``1 + R (K-1)`` stages.
 Reported accuracy of the reconstruction (notes §3): global order ``min(R+1, NC(K))`` with
-``NC(K) = K`` for even and ``K+1`` for odd K (Newton-Cotes parity).
+``NC(K) = K`` for even and ``K+1`` for odd K (Newton-Cotes parity); measured here on a 1-D
+Gaussian (tests/test_lagrange_sampler.py) with the same rule.
+
+The sweeps are explicit (Picard), so the method is meant for the small steps of the paper's
+schedule (``1 - alpha_t`` ~ ``log T / T``). For a step whose alpha-bar increment is much larger
+than ``1 - abar_{t-1}`` (e.g. sigma 1 -> 0.01 in one step) the score's Lipschitz constant
+``1/(1 - gamma)`` times the step is large and the compiled coefficients grow like its powers (up to
+~1e7 for K = 4); they are still the exact expansion of the reconstructed algorithm.
 """
 from __future__ import annotations
 
