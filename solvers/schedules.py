@@ -411,7 +411,10 @@ class VPSchedule(abc.ABC):
     def sigma(self, t):
         """VE noise level ``sigma(t) = sqrt(1/alpha_bar(t) - 1)``."""
         tt, back = self._check_t(t)
-        return back(self._sigma(tt))
+        out = self._sigma(tt)
+        if not torch.isfinite(out).all():
+            raise ValueError(f"t: sigma(t) overflows {out.dtype} for t up to {tt.max().item():.6g}")
+        return back(out)
 
     def t_from_sigma(self, sigma):
         """Inverse of ``sigma(t)``."""
@@ -515,8 +518,8 @@ class CosineVPSchedule(VPSchedule):
         scale = math.pi / (2 * (1 + self.s))
         a0 = self.s * scale
         c0, s0 = math.cos(a0), math.sin(a0)
-        root = torch.sqrt(sigma * sigma + s0 * s0)
-        delta = torch.atan2(c0 * sigma * sigma / (root + s0), c0 * c0 + s0 * root)
+        root = torch.hypot(sigma, torch.full_like(sigma, s0))      # sqrt(sigma^2 + s0^2)
+        delta = torch.atan2(c0 * sigma * (sigma / (root + s0)), c0 * c0 + s0 * root)
         return delta / scale
 
 

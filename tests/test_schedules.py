@@ -387,3 +387,15 @@ def test_model_wrapper_with_callable_schedule_and_errors():
     # a schedule given by name
     den = S.denoiser_from_v_model(_exact_v_model(S.CosineVPSchedule()), "cosine")
     assert ((den(x, 2.0) - _exact_denoiser(x, 2.0)).abs()).max() < 1e-12
+
+
+def test_schedule_extremes():
+    lin, cos = S.LinearVPSchedule(), S.CosineVPSchedule()
+    huge = torch.tensor([1e-200, 1e200], dtype=torch.float64)
+    for sch in (lin, cos):
+        t = sch.t_from_sigma(huge)
+        assert torch.isfinite(t).all() and t[0] == 0.0
+    assert 1 - cos.t_from_sigma(1e200) < 1e-15
+    with pytest.raises(ValueError, match="overflow"):
+        lin.sigma(10.0)                      # exp(B(10)) overflows float64
+    assert S.alpha_bar_from_sigma(1e200) == 0.0  # 1e-400 rounds to 0 in float64
