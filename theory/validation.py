@@ -1,4 +1,4 @@
-"""Input validation shared by every module of samplerlab.
+"""Input validation shared by every module of samplerlab (theory/ is the lowest layer, so it lives here).
 
 Every public routine validates its arguments with these helpers so that bad input always raises
 a ``ValueError`` or ``TypeError`` that names the argument and the expected form, instead of
