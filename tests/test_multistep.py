@@ -4,6 +4,7 @@ Reference integrals are computed independently with mpmath quadrature at 30 digi
 itself never integrates numerically).  A weight row is applied to an x-independent field F, so
 one step of the method is a quadrature rule and its error is ``sum_j w_j F_{n-j} - int K F``.
 """
+import dataclasses
 import functools
 import math
 
@@ -24,7 +25,7 @@ from samplerlab.theory.multistep import (
     multistep_weights_sym,
     row_orders,
 )
-from samplerlab.theory.phi_functions import phi, phi_mpmath
+from samplerlab.theory.phi_functions import Phi, phi, phi_mpmath
 
 mp.mp.dps = 30
 
@@ -255,7 +256,6 @@ def test_measured_quadrature_order(method, order, expected):
 
 def test_dpmpp_symbolic_3m_weights_sum_to_phi1():
     h, (s1, s2), w = dpmpp_weights_sym(3)
-    from samplerlab.theory.phi_functions import Phi
     assert sp.simplify(sum(w) - h * Phi(1, -h)) == 0
 
 
@@ -467,10 +467,5 @@ def test_dataclass_validation():
         with pytest.raises(ValueError, match=word):
             MultistepCoefficients(**{**good, **change})
     c = MultistepCoefficients(**good)
-    with pytest.raises(dataclasses_frozen_error()):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         c.prediction = "noise"
-
-
-def dataclasses_frozen_error():
-    import dataclasses
-    return dataclasses.FrozenInstanceError

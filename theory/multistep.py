@@ -119,7 +119,7 @@ import dataclasses
 import functools
 import math
 import numbers
-from typing import Callable, Dict, Sequence, Tuple
+from typing import Callable, Dict, Tuple
 
 import numpy as np
 import sympy as sp
