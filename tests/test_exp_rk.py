@@ -260,3 +260,41 @@ def test_bad_names_and_params():
         res_3s(R(2, 3), R(1, 2))
     with pytest.raises(ValueError, match="gamma_formula"):
         res_3s(gamma_formula="foo")
+
+
+# ---------------------------------------------------------------------------------------------
+# samplerlab theory (CLI)
+# ---------------------------------------------------------------------------------------------
+
+def _cli(argv):
+    import argparse
+
+    from samplerlab.theory.cli import add_parser
+    parser = argparse.ArgumentParser(prog="samplerlab")
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_list_and_show(capsys):
+    assert _cli(["theory", "list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in EXP_RK_TABLEAUX)
+    assert _cli(["theory", "show", "dpmpp_2s", "--param", "r=1/3"]) == 0
+    out = capsys.readouterr().out
+    assert "c_2 = 1/3" in out and "b_2 = 3*phi_1(-h)/2" in out
+    assert "residual = -phi_1(-h)/2 + phi_2(-h)" in out
+    assert _cli(["theory", "show", "res_2s", "--latex"]) == 0
+    out = capsys.readouterr().out
+    assert r"\begin{array}" in out and r"\varphi_{2}\left(- h\right)" in out
+
+
+def test_cli_errors(capsys):
+    assert _cli(["theory", "show", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown name 'nope'" in err and "res_3s" in err
+    assert _cli(["theory", "show", "res_2s", "--param", "c2=2"]) == 2
+    assert "c2 must lie in" in capsys.readouterr().err
+    assert _cli(["theory", "show", "res_2s", "--param", "c2"]) == 2
+    assert _cli(["theory", "show", "euler", "--param", "r=1"]) == 2
+    assert "unknown" in capsys.readouterr().err
