@@ -81,13 +81,18 @@ def _single(name, method, order, paper, summary, params=None, *, noise=None, ord
                                 order_fn=order_fn, nfe_per_step=nfe_per_step, validate=check))
 
 
-def _multistep(name, method, order, paper, summary, params=None, *, order_fn=None, validate=None):
-    """Register a linear multistep sampler running theory's weight set ``method``."""
+def _multistep(name, method, order, paper, summary, params=None, *, steps=None, order_fn=None,
+               validate=None):
+    """Register a linear multistep sampler running theory's weight set ``method``.
+
+    ``steps``: the number of past evaluations the weights use (default: ``order``); a user
+    option ``order`` (when in ``params``) overrides it.
+    """
     defaults = dict(params or {})
 
     def build(grid, opts):
         o = dict(opts)
-        k = o.pop("order", order)
+        k = o.pop("order", steps or order)
         return multistep_coefficients(method, grid, k, **o)
 
     return _register(SolverSpec(name=name, family=MULTI, order=order, stochastic=False,
@@ -191,11 +196,17 @@ _single("lagrange", "lagrange", 2, PAPERS["lagrange"],
 _multistep("dpmpp_2m", "dpmpp", 2, PAPERS["dpmpp"],
            "DPM-Solver++(2M): x' = e^-h x + (1 - e^-h)[(1 + 1/(2r)) D_n - D_{n-1}/(2r)]",
            {"lower_order_final": True})
-_multistep("dpmpp_3m", "dpmpp", 3, PAPERS["dpmpp"],
-           "DPM-Solver++(3M), third-order data-prediction multistep", {"lower_order_final": True})
+_multistep("dpmpp_3m", "dpmpp", 2, PAPERS["dpmpp"],
+           "DPM-Solver++(3M) as written in the reference code (claimed third order; its D2 term is "
+           "weighted h phi_3 where the exact integral needs 2 h phi_3, so it is second order — "
+           "see theory.multistep; `res_3m` is the exact third-order method)",
+           {"lower_order_final": True}, steps=3)
 _multistep("res_2m", "res", 2, PAPERS["res"],
            "RES multistep: exact exponential Adams integral, c2 = -h_prev/h (phi_2 where "
            "DPM-Solver++(2M) has phi_1/2)")
+_multistep("res_3m", "res", 3, PAPERS["res"],
+           "third-order exact exponential Adams (the RES multistep construction with three "
+           "nodes; RES4LYF's res_3m)")
 _multistep("deis", "deis", 3, PAPERS["deis"],
            "DEIS exponential Adams-Bashforth on eps, Lagrange in lambda (order 2 or 3)",
            {"order": 3}, order_fn=lambda o: o["order"], validate=_order_option({1, 2, 3, 4}))

@@ -26,10 +26,10 @@ for _m in _MODULES:
             raise
 del _m
 
-try:
-    from .rk_conditions import rk_order
-except ImportError:  # pragma: no cover
-    pass
+from .multistep import MultistepCoefficients, multistep_coefficients
+from .predictor_corrector import PCCoefficients, pc_coefficients
+from .rk_conditions import rk_order
 
 __all__ = ["phi", "phi_sym", "phi_mpmath", "rk_order", "StepCoefficients", "step_coefficients",
-           "STEP_METHODS"]
+           "STEP_METHODS", "MultistepCoefficients", "multistep_coefficients", "PCCoefficients",
+           "pc_coefficients"]
