@@ -239,6 +239,7 @@ def run_implicit_forward_value(denoiser: Callable, x: torch.Tensor, sigmas: torc
         raise ValueError("the forward-value step needs one-stage (euler) coefficients for every step")
     out_x = coeffs.out_x.tolist()
     out_w = coeffs.out_w[:, 0].tolist()
+    tol = max(float(tol), 8 * torch.finfo(x.dtype).eps)  # no tighter than the dtype resolves
     with Progress(sigmas.numel() - 1, "sampling", enabled=progress) as bar:
         for n in range(m):
             d = _check_output(denoiser(x, sigmas[n]), x, f"step {n}")
