@@ -21,9 +21,12 @@ Accuracy (measured by tests/test_reference.py against the closed form for Gaussi
 
 The solver is a verification tool, not a sampler: every right-hand-side evaluation moves the
 state between numpy (scipy) and torch (the denoiser on ``x``'s device), so it is CPU-bound by
-design. scipy's error norm is the RMS over all components of the flattened batch; the batch is
-therefore solved in chunks of at most ``chunk_size`` points so that the tolerance is close to a
-per-trajectory bound.
+design. The batch is flattened into one system; scipy's error norm is the RMS over all its
+components, so a single trajectory could in principle get a looser tolerance than the others.
+Measured (1-D two-mode target, modes 6 apart with standard deviations 0.1/0.5, sigma 80 -> 0.002,
+error from the exact 1-D monotone-transport identity ``F_0.002(x_end) = F_80(x_start)``): the max
+error over 16000 points is 6.1e-12 solved as one system and 6.4e-12 in chunks of 4000, so chunking
+buys nothing but time; ``chunk_size`` (default 65536 scalar unknowns per solve) only bounds memory.
 """
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ __all__ = ["solve_pf_ode", "solve_pf_ode_path", "gaussian_flow_closed_form", "no
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 #: default number of scalar unknowns (points * d) per scipy solve, see the module docstring
-_DEFAULT_CHUNK_ELEMENTS = 4096
+_DEFAULT_CHUNK_ELEMENTS = 65536
 
 
 def _level(value, name: str) -> float:
@@ -185,7 +188,7 @@ def solve_pf_ode_path(target_or_denoiser: Union[GaussianMixture, Denoiser], x: t
     sigma_switch : below this level equation (2) in sigma is used instead of (1) in lambda (only
         for segments that touch 0). Default: the smallest standard deviation of a Gaussian-mixture
         target (``sqrt(min eigenvalue)``), 0.1 for a generic denoiser.
-    chunk_size : at most this many points per scipy solve (default ``max(1, 4096 // d)``).
+    chunk_size : at most this many points per scipy solve (default ``max(1, 65536 // d)``).
 
     Returns
     -------
