@@ -77,23 +77,59 @@ def _single(name, method, order, paper, summary, params=None, *, noise=None, ord
                                 order_fn=order_fn, nfe_per_step=nfe_per_step, validate=check))
 
 
-def _multistep(name, method, order, paper, summary, params=None, *, steps=None, order_fn=None,
-               validate=None):
+# single-step starters that keep a k-step method's order: starting step j needs local order >= k
+# (global contribution O(h^{p+1}) from a fixed number of steps of order p = k - 1)
+_STARTERS = {1: "euler", 2: "euler", 3: "res_2s", 4: "res_3s"}
+
+
+def _multistep(name, method, order, paper, summary, params=None, *, steps=None,
+               weights_order=None, validate=None):
     """Register a linear multistep sampler running theory's weight set ``method``.
 
     ``steps``: the number of past evaluations the weights use (default: ``order``); a user
-    option ``order`` (when in ``params``) overrides it.
+    option ``order`` (when in ``params``) overrides it. Every multistep sampler takes the option
+    ``warmup``: 'lower_order' (default, as DPM-Solver/diffusers/k-diffusion: step n < k-1 uses
+    order n+1, 1 NFE each; the first step's O(h^2) local error limits the *asymptotic* global
+    order to 2, usually invisible at practical M because the model is smooth at sigma_max) or
+    'single_step' (the first k-1 steps by an exponential RK method of order k-1 — euler, res_2s,
+    res_3s — whose first stage is the history evaluation: the order k is kept for extra NFE).
+
+    ``order`` is the nominal order of the weights with ``k`` nodes (``order`` may be a user
+    option); ``weights_order(opts, k)`` overrides it where the weights are of lower order than
+    their node count (DPM-Solver++(3M), fixed-step iPNDM). The registry reports the *delivered*
+    asymptotic order: that of the weights, capped at 2 under the default lower-order warm-up.
     """
     defaults = dict(params or {})
+    defaults.setdefault("warmup", "lower_order")
 
     def build(grid, opts):
         o = dict(opts)
         k = o.pop("order", steps or order)
-        return multistep_coefficients(method, grid, k, **o)
+        warmup = o.pop("warmup")
+        weights = multistep_coefficients(method, grid, k, **o)
+        starter = None
+        if warmup == "single_step" and k > 2:
+            n = min(k - 1, len(grid) - 1)
+            starter = step_coefficients(_STARTERS[k], grid[:n], grid[1:n + 1])
+        return weights, starter
 
-    return _register(SolverSpec(name=name, family=MULTI, order=order, stochastic=False,
-                                paper=paper, summary=summary, defaults=defaults, build=build,
-                                order_fn=order_fn, validate=validate))
+    def delivered(opts):
+        k = opts.get("order", steps or order)
+        base = weights_order(opts, k) if weights_order is not None else k
+        return base if (k <= 2 or opts["warmup"] == "single_step") else min(base, 2)
+
+    def check(opts):
+        if opts["warmup"] not in ("lower_order", "single_step"):
+            raise ValueError(f"warmup must be 'lower_order' or 'single_step', got {opts['warmup']!r}")
+        k = opts.get("order", steps or order)
+        if opts["warmup"] == "single_step" and k not in _STARTERS:
+            raise ValueError(f"warmup='single_step' supports order <= 4, got order {k}")
+        return validate(opts) if validate is not None else opts
+
+    return _register(SolverSpec(name=name, family=MULTI, order=delivered(check(dict(defaults))),
+                                stochastic=False, paper=paper, summary=summary,
+                                defaults=defaults, build=build, order_fn=delivered,
+                                validate=check))
 
 
 def _predictor_corrector(name, method, order, paper, summary, params=None, *, order_fn=None,
@@ -192,35 +228,51 @@ _single("lagrange", "lagrange", 2, PAPERS["lagrange"],
 _multistep("dpmpp_2m", "dpmpp", 2, PAPERS["dpmpp"],
            "DPM-Solver++(2M): x' = e^-h x + (1 - e^-h)[(1 + 1/(2r)) D_n - D_{n-1}/(2r)]",
            {"lower_order_final": True})
-_multistep("dpmpp_3m", "dpmpp", 2, PAPERS["dpmpp"],
+_multistep("dpmpp_3m", "dpmpp", 3, PAPERS["dpmpp"],
            "DPM-Solver++(3M) as written in the reference code (claimed third order; its D2 term is "
            "weighted h phi_3 where the exact integral needs 2 h phi_3, so it is second order — "
            "see theory.multistep; `res_3m` is the exact third-order method)",
-           {"lower_order_final": True}, steps=3)
+           {"lower_order_final": True}, weights_order=lambda opts, k: 2)
 _multistep("res_2m", "res", 2, PAPERS["res"],
            "RES multistep: exact exponential Adams integral, c2 = -h_prev/h (phi_2 where "
            "DPM-Solver++(2M) has phi_1/2)")
 _multistep("res_3m", "res", 3, PAPERS["res"],
            "third-order exact exponential Adams (the RES multistep construction with three "
-           "nodes; RES4LYF's res_3m)")
+           "nodes; RES4LYF's res_3m); order 3 with warmup='single_step', 2 asymptotically "
+           "with the default lower-order warm-up")
 _multistep("deis", "deis", 3, PAPERS["deis"],
-           "DEIS exponential Adams-Bashforth on eps, Lagrange in lambda (order 2 or 3)",
-           {"order": 3}, order_fn=lambda o: o["order"], validate=_order_option({1, 2, 3, 4}))
+           "DEIS exponential Adams-Bashforth on eps, Lagrange in lambda (the log-rho variant); "
+           "order k with warmup='single_step', 2 asymptotically with the default warm-up",
+           {"order": 3}, validate=_order_option({1, 2, 3, 4}))
 _multistep("ipndm", "ipndm", 4, PAPERS["ipndm"],
-           "improved PNDM: fixed Adams-Bashforth weights on eps in sigma (order <= 4), "
-           "variable_step=True uses the exact variable-step weights",
-           {"order": 4, "variable_step": False}, order_fn=lambda o: o["order"],
+           "improved PNDM: fixed-step Adams-Bashforth weights on eps in sigma (order <= 4); on a "
+           "non-uniform grid whose step ratios are 1 + O(h) that is second order at best; "
+           "variable_step=True uses the exact variable-step weights (= lms)",
+           {"order": 4, "variable_step": False},
+           weights_order=lambda opts, k: k if opts["variable_step"] else min(k, 2),
            validate=_order_option({1, 2, 3, 4}))
 _multistep("lms", "lms", 4, PAPERS["lms"],
-           "linear multistep in sigma with exact Lagrange weights (no quadrature)",
-           {"order": 4}, order_fn=lambda o: o["order"], validate=_order_option({1, 2, 3, 4, 5, 6}))
+           "linear multistep in sigma with exact Lagrange weights (no quadrature); order k with "
+           "warmup='single_step', 2 asymptotically with the default warm-up",
+           {"order": 4}, validate=_order_option({1, 2, 3, 4, 5, 6}))
 
 # --- predictor-corrector ---------------------------------------------------------------------
-_predictor_corrector("unipc", "unipc", 3, PAPERS["unipc"],
+def _unipc_order(opts):
+    # UniC raises the predictor's order p to p+1; the first (warm-up) step is UniP-1 + UniC-1
+    # (local O(h^3)), which caps the global order at 3; with lower_order_final the last step is
+    # a corrector-free order-1 predictor step (local O(h^2)), which caps it at 2.
+    return min(opts["order"] + 1, 2 if opts["lower_order_final"] else 3)
+
+
+_predictor_corrector("unipc", "unipc", 2, PAPERS["unipc"],
                      "UniPC: UniP-p predictor + UniC corrector reusing the evaluation at the "
-                     "predicted point (order p+1), B(h) variants bh1/bh2",
-                     {"order": 2, "variant": "bh1"}, order_fn=lambda o: o["order"] + 1,
-                     validate=_order_option({1, 2, 3}))
+                     "predicted point (order p+1), B(h) variants bh1/bh2. With the official "
+                     "defaults (lower_order_final, no final corrector) the last step is an "
+                     "order-1 predictor step and the delivered order is 2; "
+                     "lower_order_final=False gives p+1 (at most 3)",
+                     {"order": 2, "variant": "bh1", "lower_order_final": True,
+                      "final_corrector": False},
+                     order_fn=_unipc_order, validate=_order_option({1, 2, 3}))
 _predictor_corrector("f_ddim", "f_dpmsolver", 1, PAPERS["fv"],
                      "F-DDIM: DDIM lookahead from cached evaluations, then a data-form "
                      "forward-value step with D at the lookahead point; 1 NFE/step",

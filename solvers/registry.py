@@ -108,7 +108,9 @@ class SolverSpec:
             per_step = self.nfe_per_step(opts)
             return per_step * m + int(ends_zero)
         if self.family == MULTI:
-            return m + int(ends_zero)
+            _, starter = self.build(sig.detach().cpu().double().numpy()[: m + 1], opts)
+            extra = 0 if starter is None else min(starter.steps, m) * (starter.stages - 1)
+            return m + int(ends_zero) + extra
         coeffs = self.build(sig.detach().cpu().double().numpy()[: m + 1], opts)
         initial = 1 if getattr(coeffs, "initial", "evaluate") == "evaluate" else 0
         evaluated = sum(1 for n in range(m) if coeffs.corr_new[n] != 0.0 or n < m - 1)
@@ -142,8 +144,9 @@ class SolverSpec:
             return steppers.run_single_step(denoiser, x, sig, coeffs, generator=gen,
                                             callback=callback, progress=progress)
         if self.family == MULTI:
-            return steppers.run_multistep(denoiser, x, sig, coeffs, callback=callback,
-                                          progress=progress)
+            weights, starter = coeffs
+            return steppers.run_multistep(denoiser, x, sig, weights, starter=starter,
+                                          callback=callback, progress=progress)
         if self.family == PC:
             return steppers.run_predictor_corrector(denoiser, x, sig, coeffs, callback=callback,
                                                     progress=progress)

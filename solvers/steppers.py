@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 
 from samplerlab.theory.step_form import StepCoefficients
@@ -85,6 +86,25 @@ def _step_sigmas(sigmas: torch.Tensor):
     return ends_zero, sigmas.numel() - 1 - int(ends_zero)
 
 
+def _step_lists(coeffs: StepCoefficients):
+    """The coefficients of a :class:`StepCoefficients` as nested Python float lists."""
+    return (coeffs.stage_x.tolist(), coeffs.stage_w.tolist(), coeffs.out_x.tolist(),
+            coeffs.out_w.tolist())
+
+
+def _linear_step(denoiser, x, lists, n, stage_sigma, d0=None):
+    """Step n of an explicit linear method; returns ``(x_{n+1}, stage outputs)``.
+
+    ``d0``, when given, is the first stage's output (already evaluated by the caller).
+    """
+    stage_x, stage_w, out_x, out_w = lists
+    ds = [] if d0 is None else [d0]
+    for j in range(len(ds), len(stage_x[n])):
+        xj = _combine(stage_x[n][j], x, stage_w[n][j][:j], ds)
+        ds.append(_check_output(denoiser(xj, stage_sigma[n, j]), x, f"step {n}, stage {j}"))
+    return _combine(out_x[n], x, out_w[n], ds), ds
+
+
 def run_single_step(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor,
                     coeffs: StepCoefficients, *, generator=None, callback=None,
                     progress: bool = False) -> torch.Tensor:
@@ -99,22 +119,14 @@ def run_single_step(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor,
     if coeffs.steps != m:
         raise ValueError(f"coefficients cover {coeffs.steps} steps but the grid has {m} positive steps")
     stage_sigma = torch.as_tensor(coeffs.stage_sigma, dtype=x.dtype, device=x.device)
-    stage_x = coeffs.stage_x.tolist()
-    stage_w = coeffs.stage_w.tolist()
-    out_x = coeffs.out_x.tolist()
-    out_w = coeffs.out_w.tolist()
+    lists = _step_lists(coeffs)
     pre = coeffs.pre_noise.tolist()
     post = coeffs.post_noise.tolist()
-    s = coeffs.stages
     with Progress(sigmas.numel() - 1, "sampling", enabled=progress) as bar:
         for n in range(m):
             if pre[n] != 0.0:
                 x = x.add(_randn(x, generator), alpha=pre[n])
-            ds = []
-            for j in range(s):
-                xj = _combine(stage_x[n][j], x, stage_w[n][j][:j], ds)
-                ds.append(_check_output(denoiser(xj, stage_sigma[n, j]), x, f"step {n}, stage {j}"))
-            x = _combine(out_x[n], x, out_w[n], ds)
+            x, ds = _linear_step(denoiser, x, lists, n, stage_sigma)
             if post[n] != 0.0:
                 x = x.add(_randn(x, generator), alpha=post[n])
             if callback is not None:
@@ -136,11 +148,17 @@ def _as_prediction(kind: str, x_eval: torch.Tensor, d: torch.Tensor, sigma) -> t
 
 
 def run_multistep(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, coeffs, *,
-                  callback=None, progress: bool = False) -> torch.Tensor:
+                  starter: Optional[StepCoefficients] = None, callback=None,
+                  progress: bool = False) -> torch.Tensor:
     """Run a linear multistep method ``x_{n+1} = out_x[n] x_n + sum_j weights[n, j] F_{n-j}``.
 
     ``F_m`` is the model output at grid point m in the prediction ``coeffs.prediction`` ('data':
     ``D(x_m, sigma_m)``; 'noise': ``(x_m - D)/sigma_m``). One NFE per step.
+
+    ``starter`` (optional) replaces the first ``starter.steps`` steps by an explicit single-step
+    method whose first stage is the evaluation at the grid point (``stage_x[:, 0] == 1``,
+    ``stage_sigma[:, 0] == sigma_n``), so its evaluations fill the history at no extra cost and the
+    warm-up keeps the method's order (``s`` NFE per starting step instead of 1).
     """
     ends_zero, m = _step_sigmas(sigmas)
     if coeffs.out_x.shape[0] != m:
@@ -148,11 +166,22 @@ def run_multistep(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, coe
     out_x = coeffs.out_x.tolist()
     weights = coeffs.weights.tolist()
     history = deque(maxlen=coeffs.weights.shape[1])
+    n_start = 0 if starter is None else min(starter.steps, m)
+    if starter is not None:
+        if not (np.allclose(starter.stage_x[:, 0], 1.0, rtol=0, atol=1e-15) and np.allclose(
+                starter.stage_sigma[:n_start, 0], sigmas[:n_start].cpu().double().numpy(),
+                rtol=1e-14, atol=0)):
+            raise ValueError("starter's first stage must be the evaluation at the grid point")
+        start_sigma = torch.as_tensor(starter.stage_sigma, dtype=x.dtype, device=x.device)
+        start_lists = _step_lists(starter)
     with Progress(sigmas.numel() - 1, "sampling", enabled=progress) as bar:
         for n in range(m):
             d = _check_output(denoiser(x, sigmas[n]), x, f"step {n}")
             history.appendleft(_as_prediction(coeffs.prediction, x, d, sigmas[n]))
-            x = _combine(out_x[n], x, weights[n][:len(history)], history)
+            if n < n_start:
+                x, _ = _linear_step(denoiser, x, start_lists, n, start_sigma, d0=d)
+            else:
+                x = _combine(out_x[n], x, weights[n][:len(history)], history)
             if callback is not None:
                 callback({"x": x, "i": n, "sigma": sigmas[n], "sigma_next": sigmas[n + 1],
                           "denoised": d})
