@@ -11,21 +11,11 @@
 
 Importing this package registers every single-step method in ``step_form.STEP_METHODS``.
 """
-import importlib as _importlib
-
 from .phi_functions import phi, phi_mpmath, phi_sym
 from .step_form import STEP_METHODS, StepCoefficients, step_coefficients
 
-_MODULES = ("rk_conditions", "exp_rk", "single_step", "alpha_bar_chain", "lagrange_sampler",
-            "multistep", "predictor_corrector", "local_error")
-for _m in _MODULES:
-    try:
-        _importlib.import_module(f"{__name__}.{_m}")
-    except ModuleNotFoundError as _exc:  # TEMPORARY while modules land; made strict before release
-        if _exc.name != f"{__name__}.{_m}":
-            raise
-del _m
-
+from . import rk_conditions, exp_rk, single_step, alpha_bar_chain, lagrange_sampler  # noqa: F401
+from . import local_error  # noqa: F401
 from .multistep import MultistepCoefficients, multistep_coefficients
 from .predictor_corrector import PCCoefficients, pc_coefficients
 from .rk_conditions import rk_order

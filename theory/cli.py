@@ -148,3 +148,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     help="highest order of conditions to check (default 3)")
     ps.set_defaults(func=_cmd_show)
     return p
+
+
+# the weight sets (multistep, UniPC, alpha-bar chains) register themselves on import
+from samplerlab.theory import weight_sets  # noqa: E402,F401
