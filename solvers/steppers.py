@@ -80,6 +80,14 @@ def _final_denoise(denoiser, x, sigma_last, callback, index):
     return d
 
 
+def _report(callback, bar, n, x, sigmas, denoised, **extra):
+    """Tell the callback about step n (k-diffusion's info dict) and advance the progress bar."""
+    if callback is not None:
+        callback({"x": x, "i": n, "sigma": sigmas[n], "sigma_next": sigmas[n + 1],
+                  "denoised": denoised, **extra})
+    bar.update()
+
+
 def _step_sigmas(sigmas: torch.Tensor):
     """(sigma tensor per grid point, number of steps with sigma_{n+1} > 0, ends at zero?)."""
     ends_zero = bool(sigmas[-1] == 0)
@@ -129,10 +137,7 @@ def run_single_step(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor,
             x, ds = _linear_step(denoiser, x, lists, n, stage_sigma)
             if post[n] != 0.0:
                 x = x.add(_randn(x, generator), alpha=post[n])
-            if callback is not None:
-                callback({"x": x, "i": n, "sigma": sigmas[n], "sigma_next": sigmas[n + 1],
-                          "denoised": ds[0]})
-            bar.update()
+            _report(callback, bar, n, x, sigmas, ds[0])
         if ends_zero:
             x = _final_denoise(denoiser, x, sigmas[m], callback, m)
             bar.update()
@@ -182,10 +187,7 @@ def run_multistep(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, coe
                 x, _ = _linear_step(denoiser, x, start_lists, n, start_sigma, d0=d)
             else:
                 x = _combine(out_x[n], x, weights[n][:len(history)], history)
-            if callback is not None:
-                callback({"x": x, "i": n, "sigma": sigmas[n], "sigma_next": sigmas[n + 1],
-                          "denoised": d})
-            bar.update()
+            _report(callback, bar, n, x, sigmas, d)
         if ends_zero:
             x = _final_denoise(denoiser, x, sigmas[m], callback, m)
             bar.update()
@@ -241,10 +243,7 @@ def run_predictor_corrector(denoiser: Callable, x: torch.Tensor, sigmas: torch.T
             else:
                 d_new = None
                 x = xhat
-            if callback is not None:
-                callback({"x": x, "i": n, "sigma": sigmas[n], "sigma_next": sigmas[n + 1],
-                          "denoised": d_new, "x_pred": xhat})
-            bar.update()
+            _report(callback, bar, n, x, sigmas, d_new, x_pred=xhat)
         if ends_zero:
             x = _final_denoise(denoiser, x, sigmas[m], callback, m)
             bar.update()
@@ -285,10 +284,7 @@ def run_implicit_forward_value(denoiser: Callable, x: torch.Tensor, sigmas: torc
                 raise RuntimeError(f"forward-value fixed point did not converge at step {n} "
                                    f"within max_iter={max_iter} (last change {float(delta):.3e})")
             x = y
-            if callback is not None:
-                callback({"x": x, "i": n, "sigma": sigmas[n], "sigma_next": sigmas[n + 1],
-                          "denoised": d})
-            bar.update()
+            _report(callback, bar, n, x, sigmas, d)
         if ends_zero:
             x = _final_denoise(denoiser, x, sigmas[m], callback, m)
             bar.update()

@@ -27,18 +27,13 @@ from samplerlab.theory.multistep import (
 )
 from samplerlab.theory.phi_functions import Phi, phi, phi_mpmath
 
+from _grids import karras, random_grid  # noqa: E402
+
 mp.mp.dps = 30
 
 
-def karras(m, smax=80.0, smin=0.05, rho=7.0):
-    i = np.arange(m + 1) / m
-    return (smax ** (1 / rho) + i * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho
 
 
-def random_grid(m, seed, lo=0.1, hi=20.0):
-    rng = np.random.default_rng(seed)
-    lam = np.sort(rng.uniform(-math.log(hi), -math.log(lo), m + 1))
-    return np.exp(-lam)
 
 
 GRIDS = {

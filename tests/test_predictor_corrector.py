@@ -22,17 +22,13 @@ from samplerlab.theory.predictor_corrector import (
     unipc_weights_sym,
 )
 
+from _grids import karras, random_grid  # noqa: E402
+
 mp.mp.dps = 30
 
 
-def karras(m, smax=80.0, smin=0.05, rho=7.0):
-    i = np.arange(m + 1) / m
-    return (smax ** (1 / rho) + i * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho
 
 
-def random_grid(m, seed, lo=0.1, hi=20.0):
-    rng = np.random.default_rng(seed)
-    return np.exp(-np.sort(rng.uniform(-math.log(hi), -math.log(lo), m + 1)))
 
 
 GRIDS = {"karras": karras(9), "uniform_lambda": 5.0 * np.exp(-0.4 * np.arange(9)),
