@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from pathlib import Path
 
 
 def _cmd_demo(args) -> int:
@@ -64,12 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
                      "source tree, or ./figures)")
     rep.add_argument("--seed", type=int, default=0)
     rep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rep.add_argument("--threads", type=int, default=1,
+                     help="torch intra-op threads (default 1: the studies' tensors are small)")
     rep.set_defaults(func=_cmd_reproduce)
 
     demo = sub.add_parser("demo", help="a small sampling demo on a 2-D mixture")
     demo.add_argument("--steps", type=int, default=8)
     demo.add_argument("--n", type=int, default=512)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     demo.set_defaults(func=_cmd_demo)
 
     try:
@@ -87,6 +88,12 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            parser.error(f"--threads must be >= 1, got {threads}")
+        import torch
+        torch.set_num_threads(threads)
     return int(args.func(args) or 0)
 
 
