@@ -36,6 +36,9 @@ __all__ = [
     "run_predictor_corrector",
     "run_implicit_forward_value",
     "make_generator",
+    "linear_step",
+    "combine",
+    "as_prediction",
 ]
 
 
@@ -55,13 +58,30 @@ def _randn(like: torch.Tensor, generator) -> torch.Tensor:
     return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
 
 
-def _combine(x_coef: float, x: torch.Tensor, weights, values) -> torch.Tensor:
-    """``x_coef * x + sum_k weights[k] * values[k]`` skipping zero weights."""
-    out = x * x_coef
+def _per_sample(coef, like: torch.Tensor):
+    """A coefficient as it multiplies ``like``: a Python float or 0-d tensor unchanged, a
+    ``[batch]`` tensor (one value per sample) reshaped to broadcast over the event dimensions."""
+    if isinstance(coef, torch.Tensor) and coef.ndim == 1 and like.ndim > 1:
+        return coef.reshape((-1,) + (1,) * (like.ndim - 1))
+    return coef
+
+
+def _combine(x_coef, x: torch.Tensor, weights, values) -> torch.Tensor:
+    """``x_coef * x + sum_k weights[k] * values[k]`` skipping zero float weights.
+
+    Coefficients are Python floats (the precomputed per-grid case) or tensors, 0-d or ``[batch]``
+    with one value per sample (learned per-sample steps, :mod:`samplerlab.solvers.amed`).
+    """
+    out = x * _per_sample(x_coef, x)
     for w, v in zip(weights, values):
-        if w != 0.0:
+        if isinstance(w, torch.Tensor):
+            out = out + _per_sample(w, v) * v
+        elif w != 0.0:
             out = out.add(v, alpha=w)
     return out
+
+
+combine = _combine
 
 
 def _check_output(d: torch.Tensor, x: torch.Tensor, where: str) -> torch.Tensor:
@@ -100,17 +120,31 @@ def _step_lists(coeffs: StepCoefficients):
             coeffs.out_w.tolist())
 
 
-def _linear_step(denoiser, x, lists, n, stage_sigma, d0=None):
-    """Step n of an explicit linear method; returns ``(x_{n+1}, stage outputs)``.
+def linear_step(denoiser, x, stage_sigma, stage_x, stage_w, out_x, out_w, *, d0=None,
+                where: str = "step"):
+    """One explicit step of the linear-step form (DESIGN.md); returns ``(x_next, stage outputs)``::
 
-    ``d0``, when given, is the first stage's output (already evaluated by the caller).
+        X_j = stage_x[j] x + sum_{k<j} stage_w[j][k] D_k,   D_j = D(X_j, stage_sigma[j])
+        x_next = out_x x + sum_k out_w[k] D_k
+
+    Every coefficient is a Python float, a 0-d tensor or a ``[batch]`` tensor (one value per
+    sample), so a step whose intermediate point and scale differ per sample (AMED, seed 004)
+    runs through the same code as the precomputed samplers. ``d0``, when given, is the first
+    stage's output (already evaluated by the caller, or a proxy such as AMED's analytical first
+    step). ``where`` names the step in error messages.
     """
-    stage_x, stage_w, out_x, out_w = lists
     ds = [] if d0 is None else [d0]
-    for j in range(len(ds), len(stage_x[n])):
-        xj = _combine(stage_x[n][j], x, stage_w[n][j][:j], ds)
-        ds.append(_check_output(denoiser(xj, stage_sigma[n, j]), x, f"step {n}, stage {j}"))
-    return _combine(out_x[n], x, out_w[n], ds), ds
+    for j in range(len(ds), len(stage_x)):
+        xj = _combine(stage_x[j], x, stage_w[j][:j], ds)
+        ds.append(_check_output(denoiser(xj, stage_sigma[j]), x, f"{where}, stage {j}"))
+    return _combine(out_x, x, out_w, ds), ds
+
+
+def _linear_step(denoiser, x, lists, n, stage_sigma, d0=None):
+    """Step n of an explicit linear method from per-grid coefficient lists (:func:`linear_step`)."""
+    stage_x, stage_w, out_x, out_w = lists
+    return linear_step(denoiser, x, stage_sigma[n], stage_x[n], stage_w[n], out_x[n], out_w[n],
+                       d0=d0, where=f"step {n}")
 
 
 def run_single_step(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor,
@@ -145,11 +179,16 @@ def run_single_step(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor,
 
 
 def _as_prediction(kind: str, x_eval: torch.Tensor, d: torch.Tensor, sigma) -> torch.Tensor:
+    """The model output in prediction form ``kind``: ``'data'`` D, ``'noise'`` (x - D)/sigma
+    (``sigma`` a number, a 0-d tensor or a ``[batch]`` tensor)."""
     if kind == "data":
         return d
     if kind == "noise":
-        return (x_eval - d) / sigma
+        return (x_eval - d) / _per_sample(sigma, x_eval)
     raise ValueError(f"prediction must be 'data' or 'noise', got {kind!r}")
+
+
+as_prediction = _as_prediction
 
 
 def run_multistep(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, coeffs, *,
