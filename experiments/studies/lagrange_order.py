@@ -70,10 +70,10 @@ def study_settings(quick: bool) -> Dict:
                 "dims": [1, 4, 16], "dim_seeds": 1, "dim_T": 64, "dim_n": 32}
     return {"T_li": [32, 64, 128, 256, 512, 1024], "n": 200,
             "lambda_steps": [8, 16, 32, 64, 128, 256],
-            "tv_panels": 2000,
+            "tv_panels": 1500,
             "tv_cases": [(1, None, [16, 32, 64, 128]), (2, None, [16, 32, 64, 128]),
                          (3, None, [16, 32, 64]), (4, None, [16, 32, 64])],
-            "dims": [1, 2, 4, 8, 16, 32], "dim_seeds": 3, "dim_T": 128, "dim_n": 100}
+            "dims": [1, 2, 4, 8, 16, 32], "dim_seeds": 2, "dim_T": 128, "dim_n": 64}
 
 
 def _resolved(K, R):
