@@ -66,7 +66,7 @@ def study_settings(quick: bool) -> Dict:
     """Sizes of the quick (CI) and full runs."""
     if quick:
         return {"T_li": [64, 128, 256, 512], "n": 48, "lambda_steps": [],
-                "tv_panels": 600, "tv_cases": [(2, None, [32, 64])],
+                "tv_panels": 600, "tv_cases": [(2, None, [32])],
                 "dims": [1, 4, 16], "dim_seeds": 1, "dim_T": 64, "dim_n": 32}
     return {"T_li": [32, 64, 128, 256, 512, 1024], "n": 200,
             "lambda_steps": [8, 16, 32, 64, 128, 256],

@@ -100,8 +100,11 @@ def slope_triangle(ax, x0: float, y0: float, order: float, *, factor: float = 2.
 
 
 def safe_fit(rows, sampler: str, **kwargs):
-    """:func:`fit_order` or ``None`` when no order can be reported (every point at the floor, or
-    no run of consistent local slopes) — a study then reports "no fit" instead of failing."""
+    """:func:`fit_order` or ``None`` when no order can be reported (fewer points than a fit needs,
+    every point at the floor, or no run of consistent local slopes) — a study then reports
+    "no fit" instead of failing."""
+    if sum(1 for r in rows if r["sampler"] == sampler) < kwargs.get("min_points", 3):
+        return None
     try:
         return fit_order(rows, sampler, **kwargs)
     except OrderEstimationError:
