@@ -16,8 +16,14 @@ for non-degenerate covariances is an analytic function of sigma through sigma = 
 depends on sigma^2 only), so DOP853 integrates it to sigma = 0 with no singularity. Both forms
 run in either direction (sigma decreasing = sampling, increasing = encoding).
 
-Accuracy (measured by tests/test_reference.py against the closed form for Gaussian targets,
-:func:`gaussian_flow_closed_form`): below 1e-10 in float64 at the default tolerances.
+Accuracy in float64 at the default tolerances (tests/test_reference.py): against the closed
+form for Gaussian targets (:func:`gaussian_flow_closed_form`; 1-D and an anisotropic 3-D case)
+the error is at most 1e-13 when sigma decreases (80 -> 0.002, 80 -> 0, 1e3 -> 1e-4, ...) and at
+most 6e-12 (relative 1.4e-12) when it increases to 80; on 1-D mixtures, measured through the
+exact monotone-transport identity ``F_sigma_to(x_to) = F_sigma_from(x_from)``, at most 6e-12
+(sampling) and 1.4e-9 absolute / 1.8e-12 relative (encoding 1e-4 -> 1e3, |x| ~ 1e3). The
+guarantee tested is ``|error| <= 1e-10 * max(1, |x(sigma_to)|)``. An independent mpmath Taylor
+solution (30 digits) of the 1-D two-mode mixture from 80 to 0.002 agrees to 4e-13.
 
 The solver is a verification tool, not a sampler: every right-hand-side evaluation moves the
 state between numpy (scipy) and torch (the denoiser on ``x``'s device), so it is CPU-bound by
@@ -183,7 +189,7 @@ def solve_pf_ode_path(target_or_denoiser: Union[GaussianMixture, Denoiser], x: t
         (called with ``x``'s dtype/device and a 0-d ``sigma``; then (2) uses ``(x - D)/sigma``).
     x : ``[n, ...]`` starting points at noise level ``sigmas[0]``.
     sigmas : strictly monotone 1-D sequence/array/tensor of noise levels ``>= 0`` (decreasing
-        for sampling, increasing for encoding); 0 is allowed only at an end.
+        for sampling, increasing for encoding); so 0 can only be an end point.
     rtol, atol : DOP853 tolerances.
     sigma_switch : below this level equation (2) in sigma is used instead of (1) in lambda (only
         for segments that touch 0). Default: the smallest standard deviation of a Gaussian-mixture
@@ -213,8 +219,6 @@ def solve_pf_ode_path(target_or_denoiser: Union[GaussianMixture, Denoiser], x: t
         step = np.diff(grid)
         if not ((step < 0).all() or (step > 0).all()):
             raise ValueError("sigmas must be strictly monotone (decreasing or increasing)")
-        if (grid[1:-1] == 0).any():
-            raise ValueError("sigmas may hold 0 only at an end")
     if sigma_switch is None:
         sigma_switch = _default_switch(target_or_denoiser)
     elif not (isinstance(sigma_switch, numbers.Real) and math.isfinite(sigma_switch)
@@ -250,7 +254,8 @@ def solve_pf_ode(target_or_denoiser: Union[GaussianMixture, Denoiser], x: torch.
     ``sigma_from`` and ``sigma_to`` are numbers (or one-element tensors) ``>= 0``, in either
     order; either may be 0. Equations, method and options: see the module docstring and
     :func:`solve_pf_ode_path` (this is its two-level case). Returns a tensor of ``x``'s shape,
-    device and dtype (error below 1e-10 in float64 at the default tolerances).
+    device and dtype (error below ``1e-10 * max(1, |x(sigma_to)|)`` in float64 at the default
+    tolerances, see the module docstring).
     """
     s0 = _level(sigma_from, "sigma_from")
     s1 = _level(sigma_to, "sigma_to")

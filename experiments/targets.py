@@ -164,6 +164,8 @@ class GaussianMixture:
             # U_flat[i, k*d + e] = U_k[i, e]: x @ U_flat gives every component's eigen-coordinates.
             self._u_flat = evecs.permute(1, 0, 2).reshape(d, k * d).to(**cast).contiguous()
             self._means_rot = torch.einsum("kie,ki->ke", evecs, mu).to(**cast)  # U_k^T mu_k
+            self._neg_means_rot_flat = -self._means_rot.reshape(k * d)
+        self._eye_k = torch.eye(mu.shape[0], **cast)
 
     @classmethod
     def _from_eig(cls, w, mu, evals, evecs, kind, covs, dtype, device) -> "GaussianMixture":
@@ -403,26 +405,41 @@ class GaussianMixture:
 
     # ------------------------------------------------------------------ core evaluation
     def _components(self, x2: torch.Tensor, s: torch.Tensor):
-        """Eigen-coordinates ``y [n, K, d]``, variances ``v [n|1, K, d]`` and the component
+        """Eigen-coordinates ``y = U_k^T (x - mu_k)`` ``[n, K, d]``, variances ``v = e_k + sigma^2``
+        (``[K, d]`` for one noise level, ``[n, K, d]`` for one per sample) and the component
         log-joint ``log w_k + log N(x; mu_k, V_k)`` ``[n, K]``."""
         n, d = x2.shape
         k = self.n_components
         if self._u_flat is None:
             y = x2[:, None, :] - self._means[None]
+        else:                                      # all K rotations in one GEMM
+            y = torch.addmm(self._neg_means_rot_flat, x2, self._u_flat).view(n, k, d)
+        s2 = s * s
+        if s.numel() == 1:
+            v = self._eigvals + s2                                       # [K, d]
+            # sum_e y_ke^2 / v_ke for all k as one GEMM with a block-diagonal [K*d, K] matrix
+            block = ((1.0 / v)[:, :, None] * self._eye_k[:, None, :]).reshape(k * d, k)
+            quad = (y * y).view(n, k * d) @ block
         else:
-            y = (x2 @ self._u_flat).reshape(n, k, d) - self._means_rot[None]
-        v = self._eigvals[None] + (s * s)[:, None, None]
-        log_joint = (self._log_weights[None]
-                     - 0.5 * (y * y / v).sum(-1)
-                     - 0.5 * torch.log(v).sum(-1)
+            v = self._eigvals[None] + s2[:, None, None]                  # [n, K, d]
+            quad = (y * y / v).sum(-1)
+        log_joint = (self._log_weights - 0.5 * quad - 0.5 * torch.log(v).sum(-1)
                      - 0.5 * d * self._log_2pi)
         return y, v, log_joint
 
-    def _back(self, z: torch.Tensor) -> torch.Tensor:
-        """``sum_k U_k z_k`` for ``z [n, K, d]`` -> ``[n, d]``."""
+    def _mix(self, r: torch.Tensor, y: torch.Tensor, x2: torch.Tensor,
+             scale: torch.Tensor) -> torch.Tensor:
+        """``sum_k r_k U_k diag(scale_k) y_k`` -> ``[n, d]`` (``scale`` ``[K, d]`` or ``[n, K, d]``)."""
+        n, k, d = y.shape
+        if scale.ndim == 2:
+            if self._u_flat is None:   # y_k = x - mu_k: two [n, K] x [K, d] products, no [n, K, d]
+                return x2 * (r @ scale) - r @ (scale * self._means)
+            rotate = (self._u_flat * scale.reshape(1, k * d)).T          # [K*d, d]
+            return (y * r[:, :, None]).view(n, k * d) @ rotate
+        z = r[:, :, None] * scale * y
         if self._u_flat is None:
             return z.sum(1)
-        return z.reshape(z.shape[0], -1) @ self._u_flat.T
+        return z.view(n, k * d) @ self._u_flat.T
 
     def responsibilities(self, x, sigma) -> torch.Tensor:
         """[n, K] posterior component probabilities ``r_k(x)`` under p_sigma (log-sum-exp)."""
@@ -441,7 +458,7 @@ class GaussianMixture:
         x2, shape = self._flatten(x)
         y, v, lj = self._components(x2, self._sigma(sigma, x2))
         r = torch.softmax(lj, dim=1)
-        return (-self._back(r[..., None] * y / v)).reshape(shape)
+        return (-self._mix(r, y, x2, 1.0 / v)).reshape(shape)
 
     def denoiser(self, x, sigma) -> torch.Tensor:
         """``E[x0 | x0 + sigma eps = x] = sum_k r_k (mu_k + C_k V_k^{-1} (x - mu_k))``, same
@@ -450,7 +467,7 @@ class GaussianMixture:
         s = self._sigma(sigma, x2)
         y, v, lj = self._components(x2, s)
         r = torch.softmax(lj, dim=1)
-        out = r @ self._means + self._back(r[..., None] * (self._eigvals[None] / v) * y)
+        out = r @ self._means + self._mix(r, y, x2, self._eigvals / v)
         out = torch.where((s == 0)[:, None], x2, out)
         return out.reshape(shape)
 
@@ -498,7 +515,7 @@ class GaussianMixture:
         if self._eigvecs is None:
             return self._means[idx] + scaled
         onehot = torch.nn.functional.one_hot(idx, self.n_components).to(self.dtype)
-        return self._means[idx] + self._back(onehot[..., None] * scaled[:, None, :])
+        return self._means[idx] + (onehot[..., None] * scaled[:, None, :]).view(n, -1) @ self._u_flat.T
 
 
 def _check_positive(value, name: str) -> float:
