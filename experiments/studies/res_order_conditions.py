@@ -345,7 +345,7 @@ _STYLE = {"euler": ("k", "-"), "dpmpp_2s": ("tab:blue", "--"), "res_2s": ("tab:b
 
 def _figure_defects(ctx, sweeps, grid_names, tnames):
     fig, axes = plt.subplots(len(tnames), len(grid_names),
-                             figsize=(5.2 * len(grid_names), 4.0 * len(tnames)), squeeze=False)
+                             figsize=(5.8 * len(grid_names), 4.6 * len(tnames)), squeeze=False)
     for i, tname in enumerate(tnames):
         for j, g in enumerate(grid_names):
             ax = axes[i, j]
@@ -360,12 +360,14 @@ def _figure_defects(ctx, sweeps, grid_names, tnames):
                 ymin = min(r["defect_mean"] for r in sweeps if r["target"] == tname
                            and r["grid"] == g)
                 for k, order in enumerate((1, 2, 3)):
-                    slope_triangle(ax, xs[-3] * 0.7, ymin * 3 ** (2 - k) * 2, order)
+                    slope_triangle(ax, xs[1 + k], ymin * 0.5 ** (2 - k) * 1.5, order,
+                                   factor=1.8)
             ax.set_xlabel("NFE (denoiser evaluations)")
             ax.set_ylabel("mean defect |x_N - x*(sigma_min)| (data units)")
-            ax.set_title(f"{tname}, {g} grid (sigma 80 -> 0.002)")
+            ax.set_title(f"{tname}, {g} grid\n(sigma 80 -> 0.002)", fontsize=10)
             ax.grid(True, which="both", alpha=0.3)
     axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
     save_figure(fig, ctx.out / f"{STUDY}__defect_vs_nfe")
     plt.close(fig)
     return {"path": f"{STUDY}__defect_vs_nfe.png",

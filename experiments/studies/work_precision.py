@@ -152,6 +152,9 @@ def theory_order(name: str) -> str:
         return f"{classical} (stiff {stiff})"
     if name in MULTISTEP_WEIGHT_SETS:
         stiff, classical, _ = multistep_orders(*MULTISTEP_WEIGHT_SETS[name])
+        if name == "ipndm" and not SOLVERS[name].options().get("variable_step", False):
+            # fixed Adams-Bashforth weights: the moment conditions use equal steps (nodes -j)
+            return f"{classical} (stiff {stiff}; weights, equal steps only)"
         return f"{classical} (stiff {stiff}; weights)"
     return "\u2014"
 
