@@ -5,6 +5,7 @@ Subcommands:
 * ``samplerlab reproduce [--only NAME ...] [--quick] [--device cpu|cuda] [--dtype float64|float32]
   [--out DIR] [--seed N]`` — run the registered studies, write CSV/JSON/figures and REPORT.md.
 * ``samplerlab theory ...`` — print a named tableau or weight set and its order conditions.
+* ``samplerlab bench`` — solver overhead beyond the model, against diffusers' schedulers.
 * ``samplerlab demo`` — sample a 2-D mixture with a few samplers and print their defects.
 """
 from __future__ import annotations
@@ -73,12 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     demo.set_defaults(func=_cmd_demo)
 
-    try:
-        from samplerlab.theory.cli import add_parser as add_theory_parser
-    except ImportError:  # pragma: no cover - theory CLI not available
-        add_theory_parser = None
-    if add_theory_parser is not None:
-        add_theory_parser(sub)
+    from samplerlab.experiments.bench import add_parser as add_bench_parser
+    from samplerlab.theory.cli import add_parser as add_theory_parser
+
+    add_theory_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 

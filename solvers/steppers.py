@@ -72,12 +72,12 @@ def _combine(x_coef, x: torch.Tensor, weights, values) -> torch.Tensor:
     Coefficients are Python floats (the precomputed per-grid case) or tensors, 0-d or ``[batch]``
     with one value per sample (learned per-sample steps, :mod:`samplerlab.solvers.amed`).
     """
-    out = x * _per_sample(x_coef, x)
+    out = x * _per_sample(x_coef, x)  # a fresh tensor: accumulate into it in place
     for w, v in zip(weights, values):
         if isinstance(w, torch.Tensor):
-            out = out + _per_sample(w, v) * v
+            out.addcmul_(_per_sample(w, v), v)
         elif w != 0.0:
-            out = out.add(v, alpha=w)
+            out.add_(v, alpha=w)
     return out
 
 
