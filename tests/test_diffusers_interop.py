@@ -266,3 +266,26 @@ def test_bad_input(unet, target):
         sched.step(x[:, :2], sched.timesteps[0], x)
     with pytest.raises(ValueError, match="not one of the scheduler's timesteps"):
         sched.step(x, 998, x)
+
+
+@pytest.mark.parametrize("variant", ["bh1", "bh2"])
+@pytest.mark.parametrize("lower_order_final", [True, False])
+@pytest.mark.parametrize("n", [6, 12])
+def test_unipc_matches_diffusers_unipc_on_mixture(target, variant, lower_order_final, n):
+    """samplerlab's UniPC (theory/predictor_corrector) against diffusers' UniPCMultistepScheduler
+    (data prediction, order 2, grid ending at sigma_min, where diffusers' last step is defined)."""
+    from diffusers import UniPCMultistepScheduler
+
+    sched = UniPCMultistepScheduler(solver_order=2, solver_type=variant, predict_x0=True,
+                                    lower_order_final=lower_order_final,
+                                    final_sigmas_type="sigma_min")
+    sigmas = grid_from_scheduler(sched, n, final="sigma_min")
+    x = target.sample(64, generator=torch.Generator().manual_seed(4), sigma=float(sigmas[0]))
+    model = model_from_denoiser(target.denoiser, sched)
+    ref_vp = _loop(sched, model, x / torch.sqrt(1 + sigmas[0] ** 2), n)
+    ref = ref_vp * torch.sqrt(1 + sigmas[-1] ** 2)  # back to VE at the last level
+    out = sample("unipc", target.denoiser, x, sigmas, variant=variant,
+                 lower_order_final=lower_order_final)
+    # diffusers steps in float32 (measured agreement ~2e-7)
+    assert _rel(out, ref) < 2e-5
+    assert _rel(sample("dpmpp_2m", target.denoiser, x, sigmas), ref) > 1e-2  # discriminates
