@@ -85,6 +85,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 import torch  # noqa: E402
 from scipy.interpolate import CubicSpline  # noqa: E402
 
@@ -768,6 +769,7 @@ def _figure_tv_2d(ctx, tv2_rows) -> Dict[str, str]:
                         capsize=2, label=LABELS[name])
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())   # errorbar's log axis labels minors
         _triangles(ax, [r for r in tv2_rows if r["schedule"] == schedule], ODE_SAMPLERS, (1, 2))
         where = (f"papers' schedule c0 = {C0:g}, c1 = {C1:g}" if schedule == "papers" else
                  f"log-SNR-uniform grid {LAMBDA_RANGE[1]:g} -> {LAMBDA_RANGE[0]:g}")
