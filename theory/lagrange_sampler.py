@@ -48,23 +48,14 @@ import sympy as sp
 
 from samplerlab.theory.alpha_bar_chain import alpha_bar_of_sigma
 from samplerlab.theory.step_form import StepCoefficients, register_step_method
+from samplerlab.theory.validation import check_positive_int
 
 __all__ = ["anchor_weights", "lagrange_stage_count", "lagrange_step"]
 
 
-def _check_int(value, name: str, minimum: int) -> int:
-    """``value`` as an int >= ``minimum`` (same messages as solvers._checks.check_positive_int;
-    theory/ does not import solvers/, whose package imports theory/)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return int(value)
-
-
 def _check_order(K, R):
-    K = _check_int(K, "K", minimum=1)
-    R = K - 1 if R is None else _check_int(R, "R", minimum=0)
+    K = check_positive_int(K, "K", minimum=1)
+    R = K - 1 if R is None else check_positive_int(R, "R", minimum=0)
     return K, R
 
 
@@ -82,7 +73,7 @@ def anchor_weights(K: int) -> sp.Matrix:
     coordinate ``u = (gamma - abar_t) / (abar_{t-1} - abar_t)``. Row 0 is zero; row K-1 holds the
     closed Newton-Cotes weights on [0, 1].
     """
-    K = _check_int(K, "K", minimum=2)
+    K = check_positive_int(K, "K", minimum=2)
     u = sp.Symbol("u")
     nodes = [sp.Rational(j, K - 1) for j in range(K)]
     W = sp.zeros(K, K)

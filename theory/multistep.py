@@ -126,6 +126,7 @@ import sympy as sp
 
 from samplerlab.theory.alpha_bar_chain import alpha_bar_of_sigma
 from samplerlab.theory.phi_functions import PHI_MODULE, Phi, phi
+from samplerlab.theory.validation import check_positive_int
 
 __all__ = [
     "MultistepCoefficients",
@@ -293,16 +294,6 @@ def _exp_moments(h: np.ndarray, q: int, sign: float) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # grids, orders
 # ----------------------------------------------------------------------------------------------
-
-def check_positive_int(value, name: str, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum`` (same messages as ``solvers._checks``; theory/ does not
-    import solvers/, whose package imports theory/)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return int(value)
-
 
 def validate_grid(sigmas, name: str = "sigmas") -> np.ndarray:
     """A strictly decreasing 1-D grid of >= 2 finite noise levels, all > 0, as float64 numpy.
