@@ -55,7 +55,7 @@ __all__ = [
     "hellinger_gaussian", "tv_bounds_gaussian",
     "MCEstimate", "log_density_pushforward", "tv_pushforward",
     "GridTV", "tv_density_1d_deterministic", "propagate_density_1d", "tv_density_1d_stochastic",
-    "tv_histogram", "tv_kde",
+    "tv_histogram", "tv_kde", "half_l1_1d",
 ]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -539,7 +539,7 @@ def _panel_integrals(fn, lo, hi, t, w):
         (q - p).reshape(nodes.shape)
 
 
-def _half_l1_1d(fn, edges, quad_order, *, negligible=1e-15, bisection_steps=64):
+def half_l1_1d(fn, edges, quad_order, *, negligible=1e-15, bisection_steps=64):
     """``(1/2 int |q - p|, int q, int p, n_crossings)`` over ``[edges[0], edges[-1]]``.
 
     ``fn(points[k]) -> (q[k], p[k])`` evaluates the two densities. Composite Gauss-Legendre of
@@ -614,7 +614,7 @@ def tv_density_1d_deterministic(sampler_map: Callable, base_log_prob: Callable,
     ``x in [grid[0], grid[-1]]``, so no output density has to be interpolated (this replaces
     "push a grid through T and interpolate q onto a common grid", whose interpolation error would
     dominate). ``T'`` comes from autograd through ``sampler_map`` (exact up to round-off), the
-    integral from :func:`_half_l1_1d`: composite Gauss-Legendre (``quad_order`` nodes per panel of
+    integral from :func:`half_l1_1d`: composite Gauss-Legendre (``quad_order`` nodes per panel of
     ``grid``), split at the located sign changes of the integrand.
 
     ``grid``: strictly increasing 1-D tensor of panel edges in x-space (any spacing, so it can be
@@ -642,7 +642,7 @@ def tv_density_1d_deterministic(sampler_map: Callable, base_log_prob: Callable,
         pulled = torch.exp(_call_log_prob(target_log_prob, y, "target_log_prob") + logabs)
         return base, pulled
 
-    tv, mq, mp, nc = _half_l1_1d(densities, grid, quad_order)
+    tv, mq, mp, nc = half_l1_1d(densities, grid, quad_order)
     return _grid_result(tv, mq, mp, nc, mass_tol)
 
 
@@ -783,7 +783,7 @@ def tv_density_1d_stochastic(initial_log_prob: Callable, transitions: Sequence[C
         return end_density(y), torch.exp(_call_log_prob(target_log_prob, y[:, None],
                                                         "target_log_prob"))
 
-    tv, mq, mp, nc = _half_l1_1d(densities, grid, quad_order)
+    tv, mq, mp, nc = half_l1_1d(densities, grid, quad_order)
     return _grid_result(tv, mq, mp, nc, mass_tol)
 
 

@@ -294,6 +294,6 @@ _register(SolverSpec(
     name="fv_ideal", family=IMPLICIT, order=1, stochastic=False, paper=PAPERS["fv"],
     summary="ideal forward value: x' = e^-h x + (1 - e^-h) D(x', s') solved by fixed-point "
             "iteration (theory checks; NFE depends on the iterations)",
-    defaults={"tol": 1e-12, "max_iter": 200},
+    defaults={"tol": 1e-12, "max_iter": 5000},
     build=lambda grid, opts: step_coefficients("euler", grid[:-1], grid[1:]),
     validate=_fv_validate))

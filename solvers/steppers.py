@@ -291,7 +291,7 @@ def run_predictor_corrector(denoiser: Callable, x: torch.Tensor, sigmas: torch.T
 
 def run_implicit_forward_value(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor,
                                coeffs: StepCoefficients, *, tol: float = 1e-12,
-                               max_iter: int = 200, callback=None,
+                               max_iter: int = 5000, callback=None,
                                progress: bool = False) -> torch.Tensor:
     """The ideal forward-value sampler of seed 000 (implicit; for theory checks).
 

@@ -90,7 +90,7 @@ import torch  # noqa: E402
 from scipy.interpolate import CubicSpline  # noqa: E402
 
 from samplerlab.experiments.io import save_figure  # noqa: E402
-from samplerlab.experiments.metrics import (_half_l1_1d, log_density_pushforward,  # noqa: E402
+from samplerlab.experiments.metrics import (half_l1_1d, log_density_pushforward,  # noqa: E402
                                             tv_pushforward)
 from samplerlab.experiments.order import OrderEstimationError, estimate_order  # noqa: E402
 from samplerlab.experiments.reference import solve_pf_ode  # noqa: E402
@@ -299,7 +299,7 @@ def half_l1_nodes(nodes: np.ndarray, values: np.ndarray, *, quad_order: int = 4)
 
     ``f`` is interpolated by a cubic spline (error O(h^4)) and ``|f|`` integrated by the project's
     composite Gauss-Legendre rule that locates the sign changes and splits the panels there
-    (``metrics._half_l1_1d``), so the kinks of ``|f|`` cost no order (a trapezoid rule on ``|f|``
+    (``metrics.half_l1_1d``), so the kinks of ``|f|`` cost no order (a trapezoid rule on ``|f|``
     would be only O(h^2) accurate at each crossing).
     """
     x = np.asarray(nodes, dtype=np.float64)
@@ -310,7 +310,7 @@ def half_l1_nodes(nodes: np.ndarray, values: np.ndarray, *, quad_order: int = 4)
         d = torch.as_tensor(spline(y.numpy()))
         return d, torch.zeros_like(d)
 
-    return _half_l1_1d(densities, edges, quad_order)[0]
+    return half_l1_1d(densities, edges, quad_order)[0]
 
 
 def tv_chain_1d(target: GaussianMixture, coeffs: StepCoefficients, sigmas, **kwargs) -> Dict:
