@@ -693,8 +693,11 @@ def run_amed(ctx: Context) -> StudyResult:
                _fig_pca(pca_rows, pca_curves, ctx)]
     lap("figures")
     claims = _claims(defect_rows, coef_rows, ablation, align, pca_rows, equiv, s)
-    summary = (f"AMED on exact mixtures ({', '.join(s['targets'])}), NFE {s['nfe']}: "
-               + "; ".join(f"{c.statement.split('(')[0].strip()}: {c.verdict}" for c in claims))
+    n_rep = sum(c.verdict == "reproduced" for c in claims)
+    summary = (f"AMED-Solver/Plugin on exact mixtures ({', '.join(s['targets'])}), NFE "
+               f"{s['nfe'][0]}-{s['nfe'][-1]}, and the 2-D subspace: {n_rep}/{len(claims)} claims "
+               "reproduced\n"
+               + "\n".join(f"* {c.statement.split('(')[0].strip()}: {c.verdict}" for c in claims))
     settings = {k: v for k, v in s.items()}
     settings.update({"grid": f"karras rho={RHO} sigma {SIGMA_MAX} -> {SIGMA_MIN}",
                      "pca_sampler": f"heun {PCA_STEPS} steps ({2 * PCA_STEPS} NFE)",
