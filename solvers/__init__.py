@@ -12,6 +12,7 @@ Conventions (README "Conventions"): ``denoiser(x, sigma) -> x0_hat`` with ``x = 
 from .ledger import NFECounter
 from .registry import SOLVERS, SolverSpec, get_solver, sample
 from . import catalogue as _catalogue  # noqa: F401  (fills SOLVERS)
+from . import amed as _amed  # noqa: F401  (AMED-Solver and AMED-Plugin, seed 004)
 from . import grids, schedules  # noqa: F401
 
 __all__ = ["sample", "SOLVERS", "SolverSpec", "get_solver", "NFECounter", "grids", "schedules"]

@@ -10,7 +10,7 @@ from samplerlab.experiments.studies import STUDIES, load_studies
 from samplerlab.experiments.studies.base import Claim, StudyResult, register_study
 
 REQUIRED = {"sign-cancellation", "lagrange-order", "provable-acceleration",
-            "res-order-conditions", "work-precision"}
+            "res-order-conditions", "work-precision", "amed"}
 
 
 @pytest.fixture(scope="module")

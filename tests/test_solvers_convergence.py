@@ -52,6 +52,11 @@ CASES = [
     ("li_accel_ode_1nfe", "li_accel_ode_1nfe", {}),
     ("lagrange K=1", "lagrange", {"K": 1}), ("lagrange K=2", "lagrange", {"K": 2}),
     ("lagrange K=3", "lagrange", {"K": 3}), ("lagrange K=4", "lagrange", {"K": 4}),
+    # seed 004 with the fixed predictor (r = 1/2, c = 1): the base methods' orders
+    ("amed", "amed", {}), ("amed_plugin", "amed_plugin", {}),
+    ("amed_plugin euler", "amed_plugin", {"base": "euler"}),
+    ("amed_plugin ipndm", "amed_plugin", {"base": "ipndm"}),
+    ("amed_plugin dpmpp_2m", "amed_plugin", {"base": "dpmpp_2m"}),
 ]
 
 

@@ -12,7 +12,7 @@ ALL = sorted(SOLVERS)
 REQUIRED = {"euler", "heun", "ddpm", "dpm_solver_2", "dpm_solver_3", "dpmpp_2s", "dpmpp_2m",
             "dpmpp_3m", "unipc", "deis", "ipndm", "lms", "res_2s", "res_3s", "res_2m", "res_sde",
             "f_ddim", "f_dpmsolver", "fv_ideal", "li_ddim", "li_ddpm", "li_accel_ode",
-            "li_accel_sde", "lagrange"}
+            "li_accel_sde", "lagrange", "amed", "amed_plugin"}
 
 
 @pytest.fixture(scope="module")

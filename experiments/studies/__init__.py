@@ -14,15 +14,12 @@ STUDY_MODULES = (
     "provable_acceleration",
     "res_order_conditions",
     "work_precision",
+    "amed",
 )
 
 
 def load_studies():
     """Import every study module (each registers itself); returns ``STUDIES``."""
     for mod in STUDY_MODULES:
-        try:
-            importlib.import_module(f"{__name__}.{mod}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{mod}":
-                raise
+        importlib.import_module(f"{__name__}.{mod}")
     return STUDIES
