@@ -21,10 +21,11 @@ import torch
 from samplerlab.solvers import SOLVERS, NFECounter, sample
 
 from .metrics import defect
-from .order import estimate_order
+from .order import OrderEstimationError, estimate_order
 from .reference import solve_pf_ode
 
-__all__ = ["SamplerCase", "defect_sweep", "fit_order", "starting_points"]
+__all__ = ["SamplerCase", "defect_sweep", "fit_order", "safe_fit", "order_fields",
+           "starting_points"]
 
 SamplerCase = Union[str, Tuple[str, str, Mapping]]  # name, or (label, name, options)
 
@@ -101,3 +102,25 @@ def fit_order(rows: Sequence[Mapping], sampler: str, *, x: str = "steps",
     if not sel:
         raise ValueError(f"no rows for sampler {sampler!r}")
     return estimate_order([r[x] for r in sel], [r[y] for r in sel], **kwargs)
+
+
+def safe_fit(rows, sampler: str, **kwargs):
+    """:func:`fit_order` or ``None`` when no order can be reported (fewer points than a fit needs,
+    every point at the floor, or no run of consistent local slopes) — a study then reports
+    "no fit" instead of failing."""
+    if sum(1 for r in rows if r["sampler"] == sampler) < kwargs.get("min_points", 3):
+        return None
+    try:
+        return fit_order(rows, sampler, **kwargs)
+    except OrderEstimationError:
+        return None
+
+
+def order_fields(est) -> dict:
+    """Tidy columns of an :class:`OrderEstimate` (``None`` gives empty cells)."""
+    if est is None:
+        return {"order": None, "ci_low": None, "ci_high": None, "points": 0,
+                "n_used": ""}
+    return {"order": float(est.order), "ci_low": float(est.ci_low), "ci_high": float(est.ci_high),
+            "points": int(est.num_used),
+            "n_used": " ".join(f"{v:g}" for v in est.n_used)}

@@ -4,7 +4,7 @@ import pytest
 
 from samplerlab.experiments.studies import STUDIES, load_studies
 from samplerlab.experiments.studies.base import Context, VERDICTS
-from samplerlab.experiments.studies.res_order_conditions import exp_rk_orders, multistep_orders
+from samplerlab.theory.orders import exp_rk_orders, multistep_orders
 
 
 @pytest.fixture(scope="module")

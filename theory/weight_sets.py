@@ -1,9 +1,9 @@
 """Printable weight sets for ``samplerlab theory show``: multistep, UniPC and alpha-bar chains.
 
 Each entry shows the symbolic weights of one row (``q`` past values, variable steps) and their
-consistency: the residual of applying the weights to each monomial ``tau^j`` against the exact
-integral of the method's kernel, for ``j = 0 .. q`` — zero up to the degree the weights integrate
-exactly, and the printed nonzero remainder at the first degree they do not.
+moment conditions from :func:`samplerlab.theory.orders.multistep_orders`: the residual of
+applying the weights to each monomial ``tau^k`` against the exact integral of the method's
+kernel, zero up to the degree the weights integrate exactly.
 
 Kernels (see :mod:`samplerlab.theory.multistep`):
 
@@ -18,27 +18,11 @@ import sympy as sp
 
 from .cli import register_entry
 from .multistep import multistep_weights_sym
-from .phi_functions import Phi
+from .orders import KERNELS, multistep_orders
 from .predictor_corrector import unipc_weights_sym
 from .alpha_bar_chain import chain_derivation
 
-__all__ = ["consistency_residuals"]
-
-
-def _exact_moment(kind: str, j: int, step):
-    if kind == "exp_data":
-        return sp.factorial(j) * step ** (j + 1) * Phi(j + 1, -step)
-    return step ** (j + 1) / (j + 1)
-
-
-def consistency_residuals(weights, nodes, step, kind: str, max_degree: int):
-    """``[(j, residual_j)]``: ``sum_i w_i (s_i step)^j - exact moment j`` for ``j <= max_degree``."""
-    out = []
-    for j in range(max_degree + 1):
-        approx = sum(w * (s * step) ** j for w, s in zip(weights, nodes))
-        residual = sp.simplify(sp.expand(approx - _exact_moment(kind, j, step)))
-        out.append((j, residual))
-    return out
+__all__ = []
 
 
 def _render(title, symbols, weights, residuals, latex):
@@ -47,26 +31,24 @@ def _render(title, symbols, weights, residuals, latex):
     for i, w in enumerate(weights):
         lines.append(f"  w_{i} = {fmt(w)}")
     if residuals:
-        lines.append("consistency (weights applied to tau^j minus the exact kernel integral):")
-        for j, r in residuals:
-            status = "exact" if r == 0 else f"residual {fmt(r)}"
-            lines.append(f"  degree {j}: {status}")
+        stiff, classical, rows = residuals
+        lines.append("moment conditions (weights applied to tau^k minus the exact kernel "
+                     "integral; theory.orders.multistep_orders):")
+        for row in rows:
+            status = "holds for every step" if row["holds"] else (
+                f"residual {row['residual']}" + (f"  (leading {row['leading']})"
+                                                 if row["leading"] else ""))
+            lines.append(f"  k = {row['k']}: {status}")
+        lines.append(f"order: {classical} (stiff {stiff})")
     return "\n".join(lines)
 
 
-def _multistep_entry(method: str, q: int, kind: str, note: str):
+def _multistep_entry(method: str, q: int, note: str):
     def build(**params):
         if params:
             raise ValueError(f"{method} (q={q}) takes no parameters, got {sorted(params)}")
         symbols, weights = multistep_weights_sym(method, q)
-        residuals = []
-        if kind is not None:
-            step = symbols["h"] if kind == "exp_data" else symbols["step"]
-            if method == "ipndm":
-                nodes = [-j for j in range(q)]
-            else:
-                nodes = [0] + [symbols[f"s{j}"] for j in range(1, q)]
-            residuals = consistency_residuals(weights, nodes, step, kind, q)
+        residuals = multistep_orders(method, q) if method in KERNELS else None
         return (f"{method}, {q} past values — {note}", symbols, weights, residuals)
 
     def render(obj, latex, order):
@@ -76,20 +58,20 @@ def _multistep_entry(method: str, q: int, kind: str, note: str):
 
 
 _ENTRIES = {
-    "dpmpp_2m": ("dpmpp", 2, "exp_data", "DPM-Solver++(2M) as in the paper (phi_1 only)"),
-    "dpmpp_3m": ("dpmpp", 3, "exp_data", "DPM-Solver++(3M) as in the reference code"),
-    "res_2m": ("res", 2, "exp_data", "RES multistep, exact exponential Adams"),
-    "res_3m": ("res", 3, "exp_data", "exact third-order exponential Adams"),
-    "deis_3": ("deis", 3, None, "DEIS, noise prediction, Lagrange in lambda (weights scaled "
-                                "by -sigma_next)"),
-    "lms_4": ("lms", 4, "poly", "linear multistep in sigma, exact Lagrange weights"),
-    "ipndm_4": ("ipndm", 4, "poly", "iPNDM fixed-step Adams-Bashforth-4 weights"),
-    "li_accel_ode_1nfe": ("li_accel_ode_1nfe", 2, None,
+    "dpmpp_2m": ("dpmpp", 2, "DPM-Solver++(2M) as in the paper (phi_1 only)"),
+    "dpmpp_3m": ("dpmpp", 3, "DPM-Solver++(3M) as in the reference code"),
+    "res_2m": ("res", 2, "RES multistep, exact exponential Adams"),
+    "res_3m": ("res", 3, "exact third-order exponential Adams"),
+    "deis_3": ("deis", 3, "DEIS, noise prediction, Lagrange in lambda (weights scaled by "
+                          "-sigma_next)"),
+    "lms_4": ("lms", 4, "linear multistep in sigma, exact Lagrange weights"),
+    "ipndm_4": ("ipndm", 4, "iPNDM fixed-step Adams-Bashforth-4 weights (equal steps)"),
+    "li_accel_ode_1nfe": ("li_accel_ode_1nfe", 2,
                           "seed 002, 1-NFE accelerated ODE sampler (arcsin closed form)"),
 }
 
-for _name, (_method, _q, _kind, _note) in _ENTRIES.items():
-    _build, _render_fn = _multistep_entry(_method, _q, _kind, _note)
+for _name, (_method, _q, _note) in _ENTRIES.items():
+    _build, _render_fn = _multistep_entry(_method, _q, _note)
     register_entry(_name, f"{_note} [weight set]", _build, _render_fn)
 
 

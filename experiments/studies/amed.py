@@ -57,7 +57,7 @@ from samplerlab.solvers import NFECounter, SOLVERS, grids  # noqa: E402
 import samplerlab.solvers.amed  # noqa: E402,F401  (registers amed, amed_plugin)
 
 from .base import Claim, Context, StudyResult, register_study  # noqa: E402
-from .work_precision import paper_label  # noqa: E402
+from samplerlab.experiments.plotting import paper_label  # noqa: E402
 
 __all__ = ["run_amed", "study_settings", "CONFIGS", "BASELINES", "PAPER_PCA_ERROR",
            "pca_subspace", "amed_label"]

@@ -50,7 +50,8 @@ from samplerlab.experiments.targets import GaussianMixture  # noqa: E402
 from samplerlab.solvers import SOLVERS, grids  # noqa: E402
 
 from .base import Claim, Context, StudyResult, register_study  # noqa: E402
-from .work_precision import order_fields, paper_label, safe_fit, slope_triangle  # noqa: E402
+from samplerlab.experiments.convergence import order_fields, safe_fit  # noqa: E402
+from samplerlab.experiments.plotting import paper_label, slope_triangle  # noqa: E402
 
 __all__ = ["run_lagrange_order", "CASES", "study_settings"]
 

@@ -99,7 +99,7 @@ from samplerlab.solvers import SOLVERS, grids  # noqa: E402
 from samplerlab.theory.step_form import StepCoefficients  # noqa: E402
 
 from .base import Claim, Context, StudyResult, register_study  # noqa: E402
-from .work_precision import slope_triangle  # noqa: E402
+from samplerlab.experiments.plotting import slope_triangle  # noqa: E402
 
 __all__ = ["run_provable_acceleration", "study_settings", "schedule_grid", "chain_coefficients",
            "chain_step_map_1d", "propagate_chain_density_1d", "tv_chain_1d",

@@ -55,17 +55,15 @@ from samplerlab.experiments.metrics import defect  # noqa: E402
 from samplerlab.experiments.reference import solve_pf_ode  # noqa: E402
 from samplerlab.experiments.targets import GaussianMixture  # noqa: E402
 from samplerlab.solvers import SOLVERS, grids  # noqa: E402
-from samplerlab.theory.exp_rk import (EXP_RK_TABLEAUX, check_stiff_conditions,  # noqa: E402
-                                      get_tableau, is_identically_zero, taylor_coefficients,
-                                      tidy_phi_expr)
-from samplerlab.theory.exp_rk import h as H_SYMBOL  # noqa: E402
-from samplerlab.theory.multistep import kernel_moments_sym, multistep_weights_sym  # noqa: E402
+from samplerlab.experiments.order_card import MULTISTEP_WEIGHT_SETS  # noqa: E402
+from samplerlab.theory.exp_rk import EXP_RK_TABLEAUX, check_stiff_conditions  # noqa: E402
+from samplerlab.theory.orders import exp_rk_orders, multistep_orders  # noqa: E402
 
 from .base import Claim, Context, StudyResult, register_study  # noqa: E402
-from .work_precision import order_fields, paper_label, safe_fit, slope_triangle  # noqa: E402
+from samplerlab.experiments.convergence import order_fields, safe_fit  # noqa: E402
+from samplerlab.experiments.plotting import paper_label, slope_triangle  # noqa: E402
 
-__all__ = ["run_res_order_conditions", "SAMPLERS", "exp_rk_orders", "multistep_orders",
-           "MULTISTEP_WEIGHT_SETS", "study_settings", "targets"]
+__all__ = ["run_res_order_conditions", "SAMPLERS", "study_settings", "targets"]
 
 STUDY = "res-order-conditions"
 PAPER = "Zhang, Song, Chen 2023 (RES, arXiv 2308.02157), seed 003"
@@ -76,14 +74,30 @@ HEADLINE_NFE = 9
 NEIGHBOUR_NFE = (7, 8, 9, 10, 11)
 BOOTSTRAP = 2000
 
-#: sampler -> (theory.multistep method, number of past values q, kernel, scale symbol) of the
-#: weight set its interior rows use (solvers/catalogue.py routes these names to theory/).
-MULTISTEP_WEIGHT_SETS = {
-    "dpmpp_2m": ("dpmpp", 2), "dpmpp_3m": ("dpmpp", 3), "res_2m": ("res", 2),
-    "res_3m": ("res", 3), "deis": ("deis", 3), "ipndm": ("ipndm", 4), "lms": ("lms", 4),
-}
-_KERNELS = {"res": "exp_data", "dpmpp": "exp_data", "deis": "exp_noise", "lms": "poly",
-            "ipndm": "poly", "ipndm_v": "poly"}
+def _condition_rows() -> List[dict]:
+    rows = []
+    for name in ("euler", "dpmpp_2s", "res_2s", "dpm_solver_3", "res_3s"):
+        stiff, classical, checks = exp_rk_orders(name)
+        for c in checks:
+            rows.append({"sampler": name, "paper_name": paper_label(name), "kind": "exp-RK stiff",
+                         "condition": c.name, "order": c.order, "statement": c.statement,
+                         "residual": str(c.residual), "holds_for_all_h": bool(c.holds),
+                         "holds_as_h_to_0": bool(c.holds_as_h_to_0),
+                         "leading_term_h_to_0": "" if c.leading is None else str(c.leading),
+                         "max_abs_residual": float(c.max_abs),
+                         "stiff_order": stiff, "classical_order": classical})
+    for name in ("dpmpp_2m", "res_2m"):
+        method, q = MULTISTEP_WEIGHT_SETS[name]
+        stiff, classical, mrows = multistep_orders(method, q)
+        for r in mrows:
+            rows.append({"sampler": name, "paper_name": paper_label(name),
+                         "kind": "multistep moment", "condition": f"moment k={r['k']}",
+                         "order": r["k"] + 1, "statement": f"sum_j w_j s_j^{r['k']} = m_{r['k']}",
+                         "residual": r["residual"], "holds_for_all_h": r["holds"],
+                         "holds_as_h_to_0": r["vanishes_as_h_to_0"],
+                         "leading_term_h_to_0": r["leading"], "max_abs_residual": None,
+                         "stiff_order": stiff, "classical_order": classical})
+    return rows
 
 
 def study_settings(quick: bool) -> Dict:
@@ -120,108 +134,6 @@ def stages(name: str) -> int:
     """NFE per step of a sampler at its default options (1 for multistep)."""
     return int(SOLVERS[name].nfe(grids.karras(1)))
 
-
-# ----------------------------------------------------------------------------------------------
-# order conditions from theory/
-# ----------------------------------------------------------------------------------------------
-
-def _leading_power(expr) -> Optional[int]:
-    """Power of h of a leading term ``c h^k`` (None for None)."""
-    if expr is None:
-        return None
-    _, k = sp.Mul(expr).as_coeff_exponent(H_SYMBOL)
-    return int(k)
-
-
-@functools.lru_cache(maxsize=None)
-def exp_rk_orders(name: str) -> Tuple[int, int, tuple]:
-    """``(stiff order, classical order, checks)`` of the named exponential-RK tableau from
-    ``theory.exp_rk.check_stiff_conditions`` (conditions up to order 3): stiff = largest p whose
-    conditions of order <= p all vanish identically in h; classical = largest p such that every
-    condition of order j <= p vanishes identically or to O(h^(p+1-j)) as h -> 0."""
-    checks = tuple(check_stiff_conditions(get_tableau(name), 3))
-    stiff = classical = 0
-    for p in (1, 2, 3):
-        conds = [c for c in checks if c.order <= p]
-        if all(c.holds for c in conds) and stiff == p - 1:
-            stiff = p
-        ok = all(c.holds or (_leading_power(c.leading) is not None and
-                             _leading_power(c.leading) >= p + 1 - c.order) for c in conds)
-        if ok and classical == p - 1:
-            classical = p
-    return stiff, classical, checks
-
-
-@functools.lru_cache(maxsize=None)
-def multistep_orders(method: str, q: int) -> Tuple[int, int, tuple]:
-    """``(stiff order, classical order, rows)`` of the weight set ``method`` with ``q`` past
-    values, from its moment conditions ``r_k = sum_j w_j s_j^k - scale m_k = 0`` (k = 0..q;
-    ``s_0 = 0``; weights ``theory.multistep.multistep_weights_sym``, moments
-    ``kernel_moments_sym``; scale 1 for the data kernel, ``-sigma_{n+1}`` for the noise kernel,
-    ``sigma_{n+1} - sigma_n`` for the polynomial one). With ``F(v_n + s h) = sum_k F^(k) (s h)^k/k!``
-    the one-step error is ``sum_k r_k h^k F^(k)/k!``; if ``r_k = O(h^(a_k))`` the local order is
-    ``min_k (k + a_k)`` and the classical (global) order one less; stiff = number of leading
-    moment conditions that hold identically. Each row: k, residual string, holds, leading."""
-    syms, weights = multistep_weights_sym(method, q)
-    kernel = _KERNELS[method]
-    h = syms.get("h", sp.Symbol("h", positive=True))
-    moments = kernel_moments_sym(kernel, q + 1, h)
-    scale = {"exp_data": sp.Integer(1), "exp_noise": -syms.get("sigma_next", sp.Integer(1)),
-             "poly": syms.get("step", sp.Integer(1))}[kernel]
-    nodes = [sp.Integer(0)] + [syms.get(f"s{j}", sp.Integer(-j)) for j in range(1, q)]
-    rows, stiff, local = [], None, None
-    for k in range(q + 1):
-        res = sp.Add(*[weights[j] * nodes[j] ** k for j in range(q)]) - scale * moments[k]
-        if kernel == "poly":
-            res = sp.factor(sp.simplify(res))
-            holds = res == 0
-            power = None if holds else 1       # r_k = step * const, step ~ h
-            lead = None if holds else res
-        else:
-            res = tidy_phi_expr(res)
-            holds = bool(is_identically_zero(res))
-            lead, power = None, None
-            if not holds:
-                coeffs = taylor_coefficients(res / scale, 5)
-                power = next(i for i, c in enumerate(coeffs) if c != 0)
-                lead = sp.factor(coeffs[power]) * h ** power
-        if not holds and stiff is None:
-            stiff = k
-        if not holds:
-            local = k + power if local is None else min(local, k + power)
-        rows.append({"k": k, "residual": str(res), "holds": bool(holds),
-                     "leading": "" if lead is None else str(lead),
-                     # r_k / scale -> 0 as h -> 0 (the scale carries one power of h)
-                     "vanishes_as_h_to_0": bool(holds or (kernel != "poly" and power >= 2))})
-    stiff = q + 1 if stiff is None else stiff
-    classical = (local - 1) if local is not None else q + 1
-    return stiff, classical, tuple(rows)
-
-
-def _condition_rows() -> List[dict]:
-    rows = []
-    for name in ("euler", "dpmpp_2s", "res_2s", "dpm_solver_3", "res_3s"):
-        stiff, classical, checks = exp_rk_orders(name)
-        for c in checks:
-            rows.append({"sampler": name, "paper_name": paper_label(name), "kind": "exp-RK stiff",
-                         "condition": c.name, "order": c.order, "statement": c.statement,
-                         "residual": str(c.residual), "holds_for_all_h": bool(c.holds),
-                         "holds_as_h_to_0": bool(c.holds_as_h_to_0),
-                         "leading_term_h_to_0": "" if c.leading is None else str(c.leading),
-                         "max_abs_residual": float(c.max_abs),
-                         "stiff_order": stiff, "classical_order": classical})
-    for name in ("dpmpp_2m", "res_2m"):
-        method, q = MULTISTEP_WEIGHT_SETS[name]
-        stiff, classical, mrows = multistep_orders(method, q)
-        for r in mrows:
-            rows.append({"sampler": name, "paper_name": paper_label(name),
-                         "kind": "multistep moment", "condition": f"moment k={r['k']}",
-                         "order": r["k"] + 1, "statement": f"sum_j w_j s_j^{r['k']} = m_{r['k']}",
-                         "residual": r["residual"], "holds_for_all_h": r["holds"],
-                         "holds_as_h_to_0": r["vanishes_as_h_to_0"],
-                         "leading_term_h_to_0": r["leading"], "max_abs_residual": None,
-                         "stiff_order": stiff, "classical_order": classical})
-    return rows
 
 
 # ----------------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ from samplerlab.experiments.targets import GaussianMixture  # noqa: E402
 from samplerlab.solvers import SOLVERS, NFECounter, grids  # noqa: E402
 
 from .base import Claim, Context, StudyResult, register_study  # noqa: E402
-from .work_precision import slope_triangle  # noqa: E402
+from samplerlab.experiments.plotting import slope_triangle  # noqa: E402
 
 __all__ = ["run_sign_cancellation", "study_settings", "targets", "signed_error_rows",
            "low_nfe_rows", "steps_for_nfe", "slope_verdict", "LOW_NFE_SAMPLERS", "LABELS"]

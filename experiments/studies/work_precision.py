@@ -36,90 +36,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from samplerlab.experiments.convergence import defect_sweep, fit_order  # noqa: E402
+from samplerlab.experiments.convergence import (defect_sweep, fit_order, order_fields,  # noqa: E402
+                                                safe_fit)
+from samplerlab.experiments.order_card import theory_order  # noqa: E402
+from samplerlab.experiments.plotting import paper_label, slope_triangle  # noqa: E402
 from samplerlab.experiments.io import save_figure  # noqa: E402
-from samplerlab.experiments.order import OrderEstimationError  # noqa: E402
 from samplerlab.experiments.targets import GaussianMixture  # noqa: E402
 from samplerlab.solvers import SOLVERS, grids  # noqa: E402
 
 from .base import Claim, Context, StudyResult, register_study  # noqa: E402
 
-__all__ = ["PAPER_NAMES", "paper_label", "slope_triangle", "safe_fit", "order_fields",
-           "deterministic_samplers", "theory_order", "run_work_precision", "study_settings"]
-
-#: how the papers name each sampler (legends and tables)
-PAPER_NAMES = {
-    "euler": "DDIM (exp. Euler)",
-    "heun": "EDM Heun",
-    "dpm_solver_2": "DPM-Solver-2",
-    "dpm_solver_3": "DPM-Solver-3",
-    "dpmpp_2s": "DPM-Solver++(2S)",
-    "res_2s": "RES-2S",
-    "res_3s": "RES-3S",
-    "li_ddim": "DDIM-type (Li et al.)",
-    "li_accel_ode": "accelerated ODE (Li et al.)",
-    "li_accel_ode_1nfe": "accelerated ODE, 1 NFE (Li et al.)",
-    "lagrange": "Lagrange sampler (Li et al.)",
-    "dpmpp_2m": "DPM-Solver++(2M)",
-    "dpmpp_3m": "DPM-Solver++(3M)",
-    "res_2m": "RES-2M",
-    "res_3m": "RES-3M",
-    "deis": "DEIS",
-    "ipndm": "iPNDM",
-    "lms": "LMS",
-    "unipc": "UniPC",
-    "f_ddim": "F-DDIM",
-    "f_dpmsolver": "F-DPMSolver",
-    "fv_ideal": "ideal forward value",
-}
-
-
-def paper_label(name: str, options: Optional[Mapping] = None) -> str:
-    """Legend label of sampler ``name`` as the papers write it, with non-default options."""
-    base = PAPER_NAMES.get(name, name)
-    if name == "lagrange":
-        opts = dict(options or {})
-        k = opts.get("K", 2)
-        r = opts.get("R")
-        return f"Lagrange K={k}" + ("" if r is None or r == k - 1 else f", R={r}")
-    if options:
-        return base + " (" + ", ".join(f"{k}={v}" for k, v in sorted(options.items())) + ")"
-    return base
-
-
-def slope_triangle(ax, x0: float, y0: float, order: float, *, factor: float = 2.0,
-                   color: str = "0.35", text: bool = True) -> None:
-    """Draw a reference slope triangle on log-log axes: legs from ``(x0, y0)`` to
-    ``(factor x0, y0)`` and down to ``(factor x0, y0 factor^-order)``, labelled with the order."""
-    x1 = x0 * factor
-    y1 = y0 * factor ** (-order)
-    ax.plot([x0, x1, x1, x0], [y0, y0, y1, y0], color=color, lw=0.9, zorder=1)
-    if text:
-        ax.text(x1 * factor ** 0.08, math.sqrt(y0 * y1), f"{order:g}", color=color,
-                fontsize=8, va="center", ha="left")
-
-
-def safe_fit(rows, sampler: str, **kwargs):
-    """:func:`fit_order` or ``None`` when no order can be reported (fewer points than a fit needs,
-    every point at the floor, or no run of consistent local slopes) — a study then reports
-    "no fit" instead of failing."""
-    if sum(1 for r in rows if r["sampler"] == sampler) < kwargs.get("min_points", 3):
-        return None
-    try:
-        return fit_order(rows, sampler, **kwargs)
-    except OrderEstimationError:
-        return None
-
-
-def order_fields(est) -> dict:
-    """Tidy columns of an :class:`OrderEstimate` (``None`` gives empty cells)."""
-    if est is None:
-        return {"order": None, "ci_low": None, "ci_high": None, "points": 0,
-                "n_used": ""}
-    return {"order": float(est.order), "ci_low": float(est.ci_low), "ci_high": float(est.ci_high),
-            "points": int(est.num_used),
-            "n_used": " ".join(f"{v:g}" for v in est.n_used)}
-
+__all__ = ["deterministic_samplers", "run_work_precision", "study_settings"]
 
 # ----------------------------------------------------------------------------------------------
 # the study
@@ -141,22 +68,6 @@ def study_settings(quick: bool) -> Dict:
         return {"steps": [16, 32, 64, 128], "n": {"ring_2d": 24, f"anisotropic_d{D_HIGH}": 12}}
     return {"steps": [8, 16, 32, 64, 128, 256],
             "n": {"ring_2d": 64, f"anisotropic_d{D_HIGH}": 32}}
-
-
-def theory_order(name: str) -> str:
-    """The order theory/ assigns to sampler ``name`` from its conditions (module docstring)."""
-    from .res_order_conditions import MULTISTEP_WEIGHT_SETS, exp_rk_orders, multistep_orders
-    from samplerlab.theory.exp_rk import EXP_RK_TABLEAUX
-    if name in EXP_RK_TABLEAUX:
-        stiff, classical, _ = exp_rk_orders(name)
-        return f"{classical} (stiff {stiff})"
-    if name in MULTISTEP_WEIGHT_SETS:
-        stiff, classical, _ = multistep_orders(*MULTISTEP_WEIGHT_SETS[name])
-        if name == "ipndm" and not SOLVERS[name].options().get("variable_step", False):
-            # fixed Adams-Bashforth weights: the moment conditions use equal steps (nodes -j)
-            return f"{classical} (stiff {stiff}; weights, equal steps only)"
-        return f"{classical} (stiff {stiff}; weights)"
-    return "\u2014"
 
 
 def _targets(ctx: Context) -> Dict[str, GaussianMixture]:
