@@ -74,7 +74,7 @@ from samplerlab.theory.multistep import MULTISTEP_METHODS, multistep_coefficient
     multistep_weights_sym, row_orders
 from samplerlab.theory.phi_functions import PHI_MODULE
 
-from ._checks import check_same_device_dtype, check_sigmas
+from ._checks import check_sigmas
 from .progress import Progress
 from .registry import SolverSpec, _register
 from . import steppers
@@ -662,19 +662,7 @@ class AMEDSpec(SolverSpec):
 
     def __call__(self, denoiser, x, sigmas, *, generator=None, callback=None, progress=False,
                  **options):
-        if not callable(denoiser):
-            raise TypeError(f"denoiser must be callable denoiser(x, sigma), got "
-                            f"{type(denoiser).__name__}")
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
-        if x.ndim < 1:
-            raise ValueError("x must have a batch dimension, got a 0-d tensor")
-        sig = check_sigmas(sigmas)
-        check_same_device_dtype(x, sig)
-        if callback is not None and not callable(callback):
-            raise TypeError("callback must be callable or None")
+        sig = self.check_call(denoiser, x, sigmas, callback)
         opts = self.options(**options)
         stepper, ends_zero = self._stepper(sig, opts)
         if stepper.predictor is not None:

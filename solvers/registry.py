@@ -117,8 +117,8 @@ class SolverSpec:
         return initial + evaluated + int(ends_zero)
 
     # -- run -------------------------------------------------------------------------------
-    def __call__(self, denoiser, x, sigmas, *, generator=None, callback=None, progress=False,
-                 **options):
+    def check_call(self, denoiser, x, sigmas, callback) -> torch.Tensor:
+        """Validate the arguments every sampler takes; returns the validated grid tensor."""
         if not callable(denoiser):
             raise TypeError(f"denoiser must be callable denoiser(x, sigma), got {type(denoiser).__name__}")
         if not isinstance(x, torch.Tensor):
@@ -129,9 +129,14 @@ class SolverSpec:
             raise ValueError("x must have a batch dimension, got a 0-d tensor")
         sig = check_sigmas(sigmas)
         check_same_device_dtype(x, sig)
-        opts = self.options(**options)
         if callback is not None and not callable(callback):
             raise TypeError("callback must be callable or None")
+        return sig
+
+    def __call__(self, denoiser, x, sigmas, *, generator=None, callback=None, progress=False,
+                 **options):
+        sig = self.check_call(denoiser, x, sigmas, callback)
+        opts = self.options(**options)
         ends_zero = bool(sig[-1] == 0)
         m = sig.numel() - 1 - int(ends_zero)
         if m < 1:
