@@ -2,21 +2,25 @@
 
 Each study writes its CSV tables, a JSON of its settings and its figures into the output folder
 (``figures/`` by default); this module runs them in order with a one-line summary each, builds the
-order card from the work-precision study when it ran, and writes ``REPORT.md``.
+order card from the work-precision study, and writes ``REPORT.md`` from the stored results of
+every study in the output folder (``<study>__result.json``), so ``--only NAME`` refreshes one
+study's part of the report and keeps the others.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 
 from .io import write_csv, write_json
 from .report import write_report
 from .studies import STUDIES, load_studies
-from .studies.base import Context
+from .studies.base import Claim, Context, StudyResult
 
 __all__ = ["reproduce", "default_output_dir"]
 
@@ -36,6 +40,29 @@ def _dtype(name) -> torch.dtype:
     if name not in table:
         raise ValueError(f"dtype must be one of {sorted(table)}, got {name!r}")
     return table[name]
+
+
+def _result_record(result: StudyResult, *, quick: bool, seed: int) -> dict:
+    """What REPORT.md needs of a study, stored beside its tables."""
+    return {"name": result.name, "quick": quick, "seed": seed, "summary": result.summary,
+            "claims": [dataclasses.asdict(c) for c in result.claims],
+            "figures": result.figures,
+            "order_card": result.extra.get("order_card")}
+
+
+def _stored_results(out: Path) -> List[StudyResult]:
+    """The results stored in ``out`` for the registered studies, in registry order."""
+    results = []
+    for name in STUDIES:
+        path = out / f"{name}__result.json"
+        if not path.exists():
+            continue
+        rec = json.loads(path.read_text())
+        extra = {"order_card": rec["order_card"]} if rec.get("order_card") else {}
+        results.append(StudyResult(name=rec["name"], tables={},
+                                   claims=[Claim(**c) for c in rec["claims"]],
+                                   figures=rec["figures"], summary=rec["summary"], extra=extra))
+    return results
 
 
 def reproduce(only: Optional[Sequence[str]] = None, quick: bool = False, device: str = "cpu",
@@ -71,10 +98,14 @@ def reproduce(only: Optional[Sequence[str]] = None, quick: bool = False, device:
                    {"study": name, "title": study.title, "quick": quick, "device": device,
                     "dtype": str(ctx.dtype), "seed": seed, "versions": ctx.versions(),
                     **result.extra.get("settings", {})})
+        write_json(out / f"{name}__result.json", _result_record(result, quick=quick, seed=seed))
         results.append(result)
         verdicts = ", ".join(f"{c.verdict}" for c in result.claims)
         print(f"[{name}] {time.perf_counter() - start:6.1f}s  {result.summary.splitlines()[0]}"
               f"  ({len(result.claims)} claims: {verdicts})", file=stream, flush=True)
+    # REPORT.md covers every study whose results are in ``out`` (this run's and earlier ones'),
+    # so `--only NAME` refreshes one study without dropping the others from the report.
+    results = _stored_results(out)
     order_card = None
     for r in results:
         if "order_card" in r.extra:

@@ -58,6 +58,17 @@ def test_same_seed_gives_identical_bytes_and_report_lists_claims(tmp_path, toy_s
     assert (a / csv).read_bytes() != (b / csv).read_bytes()
 
 
+def test_report_keeps_studies_from_earlier_runs(tmp_path, toy_study):
+    reproduce_mod.reproduce(only=[toy_study], out=tmp_path, progress=False)
+    stored = json.loads((tmp_path / f"{toy_study}__result.json").read_text())
+    stored["name"] = "work-precision"
+    stored["claims"][0]["statement"] = "a claim from an earlier run"
+    (tmp_path / "work-precision__result.json").write_text(json.dumps(stored))
+    reproduce_mod.reproduce(only=[toy_study], out=tmp_path, progress=False)
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "a claim from an earlier run" in report and "values are finite" in report
+
+
 def test_writes_are_atomic(tmp_path, monkeypatch):
     path = tmp_path / "t.csv"
     write_csv(path, [{"a": 1.0}])

@@ -59,8 +59,10 @@ _FAMILY_STYLE = {"single_step": "-", "multistep": "--", "predictor_corrector": "
 
 
 def deterministic_samplers() -> List[str]:
-    """Every deterministic sampler of the registry except the implicit ideal forward value."""
-    return [n for n, s in SOLVERS.items() if not s.stochastic and n != "fv_ideal"]
+    """Every deterministic sampler of the registry except the implicit ideal forward value and
+    the learned ones (AMED needs a trained predictor; its own study compares it)."""
+    return [n for n, s in SOLVERS.items()
+            if not s.stochastic and n != "fv_ideal" and s.family != "learned"]
 
 
 def study_settings(quick: bool) -> Dict:
