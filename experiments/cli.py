@@ -42,7 +42,8 @@ def _cmd_reproduce(args) -> int:
 
     try:
         return reproduce(only=args.only, quick=args.quick, device=args.device, dtype=args.dtype,
-                         out=args.out, seed=args.seed, progress=not args.no_progress)
+                         out=args.out, seed=args.seed, progress=not args.no_progress,
+                         report_only=args.report_only)
     except ValueError as exc:
         print(f"samplerlab reproduce: error: {exc}", file=sys.stderr)
         return 2
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "source tree, or ./figures)")
     rep.add_argument("--seed", type=int, default=0)
     rep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rep.add_argument("--report-only", action="store_true",
+                     help="run nothing; rewrite REPORT.md from the results stored in --out")
     rep.add_argument("--threads", type=int, default=1,
                      help="torch intra-op threads (default 1: the studies' tensors are small)")
     rep.set_defaults(func=_cmd_reproduce)

@@ -17,6 +17,8 @@ from typing import List, Optional, Sequence
 
 import torch
 
+from samplerlab.solvers.progress import Progress
+
 from .io import write_csv, write_json
 from .report import write_report
 from .studies import STUDIES, load_studies
@@ -67,8 +69,10 @@ def _stored_results(out: Path) -> List[StudyResult]:
 
 def reproduce(only: Optional[Sequence[str]] = None, quick: bool = False, device: str = "cpu",
               dtype="float64", out=None, seed: int = 0, progress: bool = True,
-              stream=None) -> int:
+              stream=None, report_only: bool = False) -> int:
     """Run the studies (all, or those named in ``only``); returns 0 on success.
+
+    ``report_only`` runs nothing and rewrites REPORT.md from the results stored in ``out``.
 
     Raises ``ValueError`` for an unknown study name (listing the known ones), an unknown dtype, or
     ``device='cuda'`` without CUDA.
@@ -85,13 +89,17 @@ def reproduce(only: Optional[Sequence[str]] = None, quick: bool = False, device:
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
     out = Path(out) if out is not None else default_output_dir()
     out.mkdir(parents=True, exist_ok=True)
+    if report_only:
+        names = []
     ctx = Context(out=out, quick=quick, device=device, dtype=_dtype(dtype), seed=seed,
                   progress=progress)
-    results = []
+    bar = Progress(len(names), "studies", enabled=progress and bool(names))
+    bar.__enter__()
     for name in names:
         study = STUDIES[name]
         start = time.perf_counter()
         result = study.run(ctx)
+        bar.update()
         for table, rows in result.tables.items():
             write_csv(out / f"{name}__{table}.csv", rows)
         write_json(out / f"{name}__settings.json",
@@ -99,10 +107,10 @@ def reproduce(only: Optional[Sequence[str]] = None, quick: bool = False, device:
                     "dtype": str(ctx.dtype), "seed": seed, "versions": ctx.versions(),
                     **result.extra.get("settings", {})})
         write_json(out / f"{name}__result.json", _result_record(result, quick=quick, seed=seed))
-        results.append(result)
         verdicts = ", ".join(f"{c.verdict}" for c in result.claims)
         print(f"[{name}] {time.perf_counter() - start:6.1f}s  {result.summary.splitlines()[0]}"
               f"  ({len(result.claims)} claims: {verdicts})", file=stream, flush=True)
+    bar.__exit__(None, None, None)
     # REPORT.md covers every study whose results are in ``out`` (this run's and earlier ones'),
     # so `--only NAME` refreshes one study without dropping the others from the report.
     results = _stored_results(out)
