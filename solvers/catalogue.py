@@ -11,6 +11,7 @@ derives each coefficient set (follow the ``method`` name).
 from __future__ import annotations
 
 import dataclasses
+import math
 import numpy as np
 
 import samplerlab.theory  # noqa: F401  (registers every step method)
@@ -34,7 +35,10 @@ def _single(name, method, order, paper, summary, params=None, *, noise=None, ord
     """Register a single-step sampler running theory's step method ``method``.
 
     ``params``: options forwarded to theory (with defaults). ``noise``: None, 'ancestral' (option
-    ``eta``) or 'churn' (option ``gamma``), or 'choice' (options ``mode``, ``eta``).
+    ``eta``), or 'choice' (options ``mode`` = 'ancestral' | 'churn', ``eta``, ``s_churn``). In churn
+    mode the lift is EDM's ``gamma = min(s_churn / M, sqrt(2) - 1)`` per step (Karras et al. 2022,
+    Alg. 2; RES Alg. 2), so the injected noise per step shrinks with the step count and the
+    sampler converges to one SDE as M grows.
     ``extra_params(grid) -> dict`` adds grid-derived arrays (e.g. look-back sigmas).
     """
     params = dict(params or {})
@@ -43,6 +47,7 @@ def _single(name, method, order, paper, summary, params=None, *, noise=None, ord
         defaults["eta"] = 1.0
     if noise == "choice":
         defaults["mode"] = "ancestral"
+        defaults["s_churn"] = 1.0
 
     def theory_params(opts):
         return {k: opts[k] for k in params}
@@ -57,7 +62,7 @@ def _single(name, method, order, paper, summary, params=None, *, noise=None, ord
             down, up = ancestral_split(sf, st, opts["eta"])
             return dataclasses.replace(step_coefficients(method, sf, down, **tp), post_noise=up)
         if mode == "churn":
-            hat, lift = churn_levels(sf, opts["eta"])
+            hat, lift = churn_levels(sf, min(opts["s_churn"] / len(sf), math.sqrt(2.0) - 1.0))
             return dataclasses.replace(step_coefficients(method, hat, st, **tp), pre_noise=lift)
         return step_coefficients(method, sf, st, **tp)
 
@@ -67,6 +72,8 @@ def _single(name, method, order, paper, summary, params=None, *, noise=None, ord
     def check(opts):
         if "eta" in opts:
             opts["eta"] = check_in_range(opts["eta"], "eta", 0.0, 1.0)
+        if "s_churn" in opts:
+            opts["s_churn"] = check_in_range(opts["s_churn"], "s_churn", 0.0, None)
         if "mode" in opts and opts["mode"] not in ("ancestral", "churn"):
             raise ValueError(f"mode must be 'ancestral' or 'churn', got {opts['mode']!r}")
         return validate(opts) if validate is not None else opts
@@ -183,8 +190,8 @@ _single("res_3s", "res_3s", 3, PAPERS["res"],
         "3-stage exponential RK of the Hochbruck-Ostermann family (notes §2.5, reconstructed); "
         "3 NFE/step", {"c2": 1 / 3, "c3": 2 / 3})
 _single("res_sde", "res_2s", 1, PAPERS["res"],
-        "stochastic RES: RES-2S inside EDM churn (mode='churn', gamma = eta) or an ancestral "
-        "step (mode='ancestral'); weak order 1", {"c2": 0.5}, noise="choice")
+        "stochastic RES: RES-2S after an ancestral split (mode='ancestral', eta) or inside EDM "
+        "churn (mode='churn', gamma = min(s_churn/M, sqrt(2) - 1)); weak order 1", {"c2": 0.5}, noise="choice")
 
 # --- seed 002: provably accelerated samplers (alpha-bar chain) --------------------------------
 _single("li_ddim", "li_ddim", 1, PAPERS["li"],
