@@ -44,6 +44,8 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
+from samplerlab.theory.validation import check_noise_level
+
 from samplerlab.experiments.targets import GaussianMixture
 
 __all__ = ["solve_pf_ode", "solve_pf_ode_path", "gaussian_flow_closed_form", "noised_marginal"]
@@ -55,17 +57,8 @@ _DEFAULT_CHUNK_ELEMENTS = 65536
 
 
 def _level(value, name: str) -> float:
-    """A single noise level (number or one-element tensor) as a float >= 0."""
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"{name} must be a single noise level, got shape {tuple(value.shape)}")
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite noise level >= 0, got {value!r}")
-    return value
+    """A single noise level as a float >= 0 (:func:`samplerlab.theory.validation.check_noise_level`)."""
+    return check_noise_level(value, name)
 
 
 class _Field:

@@ -33,7 +33,8 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
-from samplerlab.solvers._checks import as_sigma_tensor, check_finite, check_positive_int
+from samplerlab.theory.validation import (as_sigma_tensor, check_finite, check_noise_level,
+                                          check_positive_int)
 
 __all__ = ["GaussianMixture"]
 
@@ -367,17 +368,7 @@ class GaussianMixture:
 
     # ------------------------------------------------------------------ validation helpers
     def _scalar_sigma(self, sigma) -> float:
-        if isinstance(sigma, torch.Tensor):
-            if sigma.numel() != 1:
-                raise ValueError(f"sigma must be a single noise level here, got shape "
-                                 f"{tuple(sigma.shape)}")
-            sigma = sigma.item()
-        if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
-            raise TypeError(f"sigma must be a real number, got {type(sigma).__name__}")
-        sigma = float(sigma)
-        if not math.isfinite(sigma) or sigma < 0:
-            raise ValueError(f"sigma must be finite and >= 0, got {sigma!r}")
-        return sigma
+        return check_noise_level(sigma, "sigma")
 
     def _flatten(self, x) -> Tuple[torch.Tensor, torch.Size]:
         """Check ``x`` and return it as ``[n, d]`` together with its original shape."""

@@ -6,6 +6,7 @@ producing a silent wrong number or a NaN further down.
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -18,6 +19,7 @@ __all__ = [
     "check_in_range",
     "check_same_device_dtype",
     "as_sigma_tensor",
+    "check_noise_level",
 ]
 
 
@@ -112,3 +114,17 @@ def check_same_device_dtype(x: torch.Tensor, other: torch.Tensor, x_name: str = 
                         f"convert one of them")
     if x.device != other.device:
         raise TypeError(f"{x_name} is on {x.device} but {other_name} is on {other.device}")
+
+
+def check_noise_level(value, name: str = "sigma") -> float:
+    """A single noise level (a real number or a one-element tensor) as a float >= 0."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a single noise level, got shape {tuple(value.shape)}")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite noise level >= 0, got {value!r}")
+    return value
