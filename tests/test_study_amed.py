@@ -8,15 +8,7 @@ from samplerlab.experiments.studies import STUDIES
 from samplerlab.experiments.studies.base import Context, StudyResult, VERDICTS
 
 
-@pytest.fixture(scope="module")
-def study():
-    return STUDIES["amed"]
-
-
-@pytest.fixture(scope="module")
-def first_run(study, tmp_path_factory):
-    out = tmp_path_factory.mktemp("amed_a")
-    return out, study.run(Context(out=out, quick=True, seed=0))
+STUDY_NAME = "amed"  # fixtures `study` and `first_run`: tests/conftest.py
 
 
 def test_registered_as_seed_004(study):

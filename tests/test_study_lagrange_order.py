@@ -5,16 +5,7 @@ from samplerlab.experiments.studies import STUDIES, load_studies
 from samplerlab.experiments.studies.base import Context, StudyResult, VERDICTS
 
 
-@pytest.fixture(scope="module")
-def study():
-    load_studies()
-    return STUDIES["lagrange-order"]
-
-
-@pytest.fixture(scope="module")
-def first_run(study, tmp_path_factory):
-    out = tmp_path_factory.mktemp("lagrange_a")
-    return out, study.run(Context(out=out, quick=True, seed=0))
+STUDY_NAME = "lagrange-order"  # fixtures `study` and `first_run`: tests/conftest.py
 
 
 def _fit(result, quantity, sampler):

@@ -99,16 +99,7 @@ def test_bad_input_is_rejected():
                           torch.zeros(3, dtype=torch.float64))
 
 
-@pytest.fixture(scope="module")
-def study():
-    load_studies()
-    return STUDIES["provable-acceleration"]
-
-
-@pytest.fixture(scope="module")
-def first_run(study, tmp_path_factory):
-    out = tmp_path_factory.mktemp("provable_a")
-    return out, study.run(Context(out=out, quick=True, seed=0))
+STUDY_NAME = "provable-acceleration"  # fixtures `study` and `first_run`: tests/conftest.py
 
 
 def _slope(result, schedule, name, d=1):

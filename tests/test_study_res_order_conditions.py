@@ -7,16 +7,7 @@ from samplerlab.experiments.studies.base import Context, VERDICTS
 from samplerlab.theory.orders import exp_rk_orders, multistep_orders
 
 
-@pytest.fixture(scope="module")
-def study():
-    load_studies()
-    return STUDIES["res-order-conditions"]
-
-
-@pytest.fixture(scope="module")
-def first_run(study, tmp_path_factory):
-    out = tmp_path_factory.mktemp("res_a")
-    return out, study.run(Context(out=out, quick=True, seed=0))
+STUDY_NAME = "res-order-conditions"  # fixtures `study` and `first_run`: tests/conftest.py
 
 
 def test_res_2s_beats_dpmpp_2s_at_nfe_9(first_run):

@@ -9,16 +9,7 @@ from samplerlab.experiments.studies.sign_cancellation import (LOW_NFE_SAMPLERS, 
 from samplerlab.experiments.order import estimate_order
 
 
-@pytest.fixture(scope="module")
-def study():
-    load_studies()
-    return STUDIES["sign-cancellation"]
-
-
-@pytest.fixture(scope="module")
-def first_run(study, tmp_path_factory):
-    out = tmp_path_factory.mktemp("sign_a")
-    return out, study.run(Context(out=out, quick=True, seed=0))
+STUDY_NAME = "sign-cancellation"  # fixtures `study` and `first_run`: tests/conftest.py
 
 
 def _slope(result, target, quantity):

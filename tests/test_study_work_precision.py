@@ -10,16 +10,7 @@ from samplerlab.solvers import SOLVERS
 CARD_KEYS = {"sampler", "family", "declared", "theory", "measured", "interval", "points"}
 
 
-@pytest.fixture(scope="module")
-def study():
-    load_studies()
-    return STUDIES["work-precision"]
-
-
-@pytest.fixture(scope="module")
-def first_run(study, tmp_path_factory):
-    out = tmp_path_factory.mktemp("wp_a")
-    return out, study.run(Context(out=out, quick=True, seed=0))
+STUDY_NAME = "work-precision"  # fixtures `study` and `first_run`: tests/conftest.py
 
 
 def test_covers_every_deterministic_sampler(first_run):
