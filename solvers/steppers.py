@@ -201,7 +201,7 @@ def _as_prediction(kind: str, x_eval: torch.Tensor, d: torch.Tensor, sigma) -> t
     if kind == "data":
         return d
     if kind == "noise":
-        return (x_eval - d) / _per_sample(sigma, x_eval)
+        return torch.sub(x_eval, d).div_(_per_sample(sigma, x_eval))  # one fresh tensor
     raise ValueError(f"prediction must be 'data' or 'noise', got {kind!r}")
 
 
@@ -252,6 +252,21 @@ def run_multistep(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, coe
     return x
 
 
+class _Evaluation:
+    """One cached model evaluation ``D(x_eval, sigma)`` of a predictor-corrector method, with
+    its data/noise predictions computed once (a method may read both, at every later step)."""
+
+    __slots__ = ("x_eval", "sigma", "_pred")
+
+    def __init__(self, x_eval: torch.Tensor, d: torch.Tensor, sigma):
+        self.x_eval, self.sigma, self._pred = x_eval, sigma, {"data": d}
+
+    def prediction(self, kind: str) -> torch.Tensor:
+        if kind not in self._pred:
+            self._pred[kind] = _as_prediction(kind, self.x_eval, self._pred["data"], self.sigma)
+        return self._pred[kind]
+
+
 def run_predictor_corrector(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, coeffs, *,
                             callback=None, progress: bool = False) -> torch.Tensor:
     """Run a predictor-corrector method whose cache holds evaluations at the predicted points.
@@ -275,18 +290,18 @@ def run_predictor_corrector(denoiser: Callable, x: torch.Tensor, sigmas: torch.T
     p_out, p_w = coeffs.pred_out_x.tolist(), coeffs.pred_w.tolist()
     c_out, c_w, c_new = coeffs.corr_out_x.tolist(), coeffs.corr_w.tolist(), coeffs.corr_new.tolist()
     depth = max(coeffs.pred_w.shape[1], coeffs.corr_w.shape[1])
-    cache = deque(maxlen=depth)  # entries (x_eval, D, sigma)
+    cache = deque(maxlen=depth)  # _Evaluation entries, newest first
     initial = getattr(coeffs, "initial", "evaluate")
     if initial == "evaluate":
-        cache.appendleft((x, _check_output(denoiser(x, sigmas[0]), x, "the initial evaluation"),
-                          sigmas[0]))
+        cache.appendleft(_Evaluation(x, _check_output(denoiser(x, sigmas[0]), x,
+                                                      "the initial evaluation"), sigmas[0]))
     elif initial == "noise_proxy":
-        cache.appendleft((x, torch.zeros_like(x), sigmas[0]))
+        cache.appendleft(_Evaluation(x, torch.zeros_like(x), sigmas[0]))
     else:
         raise ValueError(f"coeffs.initial must be 'evaluate' or 'noise_proxy', got {initial!r}")
 
     def column(kind):
-        return [_as_prediction(kind, xe, d, s) for (xe, d, s) in cache]
+        return [entry.prediction(kind) for entry in cache]
 
     with Progress(sigmas.numel() - 1, "sampling", enabled=progress) as bar:
         for n in range(m):
@@ -294,10 +309,11 @@ def run_predictor_corrector(denoiser: Callable, x: torch.Tensor, sigmas: torch.T
             needs_eval = c_new[n] != 0.0 or n < m - 1
             if needs_eval:
                 d_new = _check_output(denoiser(xhat, sigmas[n + 1]), x, f"step {n}")
-                new = _as_prediction(coeffs.corr_prediction, xhat, d_new, sigmas[n + 1])
+                new = _Evaluation(xhat, d_new, sigmas[n + 1])
                 x = _combine(c_out[n], x, c_w[n][:len(cache)] + [c_new[n]],
-                             column(coeffs.corr_prediction) + [new])
-                cache.appendleft((xhat, d_new, sigmas[n + 1]))
+                             column(coeffs.corr_prediction) + [new.prediction(coeffs.corr_prediction)],
+                             overwrite_x=n > 0)  # x_0 is the caller's; later x are the loop's
+                cache.appendleft(new)
             else:
                 d_new = None
                 x = xhat

@@ -40,6 +40,7 @@ evaluates with ``evalf`` at any precision and rewrites to :func:`phi_sym` via
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -67,6 +68,7 @@ def _series_threshold(k: int) -> float:
     return float(max(8, 2 * k))
 
 
+@functools.lru_cache(maxsize=None)
 def _n_terms(k: int, t: float, tol: float = 1e-18) -> int:
     """Number of series terms so that the truncated tail is below ``tol`` relative, for |z| <= t."""
     # both series have term ratios <= t/(j+1); the tail after n terms is <= t^n/n! * e^t-ish
@@ -79,19 +81,18 @@ def _n_terms(k: int, t: float, tol: float = 1e-18) -> int:
     return n + 2
 
 
-def _pos_series_coeffs(k: int, n: int):
-    # phi_k(z) = (1/k!) * (1 + z/(k+1) * (1 + z/(k+2) * (1 + ...)))   (nested, all factors positive)
-    return [1.0 / (k + j) for j in range(1, n + 1)]
+@functools.lru_cache(maxsize=None)
+def _series_tables(k: int, n: int):
+    """Constant rows of the two series (j = 1..n):
 
+    * ``pos_ratio[j-1] = 1/(k+j)``: term ratios of ``k! phi_k(z) = sum_j prod_{i<=j} z/(k+i)``;
+    * ``neg_ratio[j-1] = 1/j`` and ``neg_weight[j-1] = 1/(j+k)``: the terms ``x^j/j!`` of
+      ``(k-1)! e^{-z} phi_k(z) = sum_j x^j / (j! (j+k))``, ``x = -z``.
 
-def _neg_series_coeffs(k: int, n: int):
-    # phi_k(z) = e^z/(k-1)! * sum_j x^j c_j, x = -z >= 0, c_j = 1/(j! (j+k))  (k >= 1)
-    out, fact = [], 1.0
-    for j in range(n + 1):
-        if j > 0:
-            fact *= j
-        out.append(1.0 / (fact * (j + k)))
-    return out
+    Returned as tuples of Python floats (immutable, so the cache cannot be altered).
+    """
+    j = np.arange(1, n + 1, dtype=np.float64)
+    return tuple(tuple((1.0 / v).tolist()) for v in (k + j, j, j + k))
 
 
 class _NumpyOps:
@@ -104,6 +105,18 @@ class _NumpyOps:
     def full_like(z, v):
         return np.full_like(z, v)
 
+    @staticmethod
+    def row(values, like):
+        return np.asarray(values, dtype=np.float64)
+
+    @staticmethod
+    def series_sum(z, ratio, weight=None):
+        """``sum_j w_j prod_{i<=j} z ratio_i`` over the last axis (all terms >= 0 here)."""
+        terms = np.cumprod(z[..., None] * ratio, axis=-1)
+        if weight is not None:
+            terms = terms * weight
+        return terms.sum(axis=-1)
+
 
 class _TorchOps:
     where = staticmethod(torch.where)
@@ -115,9 +128,31 @@ class _TorchOps:
     def full_like(z, v):
         return torch.full_like(z, v)
 
+    @staticmethod
+    def row(values, like):
+        return _torch_row(values, like.dtype, like.device)
+
+    @staticmethod
+    def series_sum(z, ratio, weight=None):
+        terms = torch.cumprod(z[..., None] * ratio, dim=-1)
+        if weight is not None:
+            terms = terms * weight
+        return terms.sum(dim=-1)
+
+
+@functools.lru_cache(maxsize=256)
+def _torch_row(values, dtype, device):
+    """A series table as a tensor, built once per (table, dtype, device); never written to."""
+    return torch.tensor(values, dtype=dtype, device=device)
+
 
 def _phi_array(k: int, z, ops):
-    """phi_k(z) elementwise for a float numpy array or torch tensor ``z`` (same dtype/device)."""
+    """phi_k(z) elementwise for a float numpy array or torch tensor ``z`` (same dtype/device).
+
+    The two series are evaluated as cumulative products of their term ratios and summed (a
+    fixed handful of array operations, whatever the number of terms), so the cost is that of a
+    few elementwise passes rather than one Python-level operation per term.
+    """
     if k == 0:
         return ops.exp(z)
     t = _series_threshold(k)
@@ -125,19 +160,13 @@ def _phi_array(k: int, z, ops):
     zero = ops.full_like(z, 0.0)
     # --- series branch (|z| <= T_k); evaluated on a clamped copy so no branch sees bad values
     zs = ops.where(small, z, zero)
-    n = _n_terms(k, t)
+    pos_ratio, neg_ratio, neg_weight = (ops.row(r, z) for r in _series_tables(k, _n_terms(k, t)))
     pos = zs >= 0
     zp = ops.where(pos, zs, zero)
-    acc = ops.full_like(z, 1.0)
-    for c in reversed(_pos_series_coeffs(k, n)):
-        acc = 1.0 + (zp * c) * acc
-    series_pos = acc * (1.0 / math.factorial(k))
+    series_pos = (1.0 + ops.series_sum(zp, pos_ratio)) * (1.0 / math.factorial(k))
     xn = ops.where(pos, zero, -zs)
-    coeffs = _neg_series_coeffs(k, n)
-    acc = ops.full_like(z, coeffs[-1])
-    for c in reversed(coeffs[:-1]):
-        acc = c + xn * acc
-    series_neg = ops.exp(-xn) * acc * (1.0 / math.factorial(k - 1))
+    series_neg = ops.exp(-xn) * ((1.0 / k + ops.series_sum(xn, neg_ratio, neg_weight))
+                                 * (1.0 / math.factorial(k - 1)))
     series = ops.where(pos, series_pos, series_neg)
     # --- recurrence branch (|z| > T_k)
     zr = ops.where(small, ops.full_like(z, 2.0 * t), z)
