@@ -8,7 +8,11 @@ table and written as CSV (``benchmarks/results/`` of the source checkout by defa
   K = 4 full covariances, n = 1024 samples, M = 100 steps) and an expensive one (d = 64, K = 16
   full covariances, n = 4096, M = 10), in float64 and float32, on ``--threads`` threads (2).
   A third, ``null`` model (``D(x) = x / 2``, one elementwise op; cheap model's sizes) isolates the
-  stepper's own time per step from the model's noise.
+  stepper's own time per step from the model's noise. Two ``floor:`` rows per (model, dtype) time
+  the least work any sampler does, in the same loop shape: one model call and one in-place update
+  ``x <- a x + b D`` per step (``floor:update``), plus one Gaussian draw per step
+  (``floor:update+noise``, what a stochastic sampler cannot avoid). On a model that evicts the
+  state from the caches, the floor is the memory traffic of reading ``x`` and ``D`` once.
   Each run is timed as a whole (wall clock) while :class:`~samplerlab.solvers.NFECounter` times
   every model call *in the same run*; ``overhead = wall - model``, reported per step and as the
   ratio ``overhead / model`` (= overhead / (NFE x mean model time)). The grid is diffusers'
@@ -146,6 +150,32 @@ def _time_diffusers(make_scheduler, denoiser, x, sigmas, ts):
     return time.perf_counter() - start, model.seconds, model.count
 
 
+def _time_floor(denoiser, x, sigmas, seed, noise):
+    """The least work any sampler does per step, timed like a sampler: one model call and one
+    in-place update ``x <- a x + b D`` (Euler's; the state and the model output each read once),
+    plus with ``noise`` one Gaussian draw added in place (what a one-draw-per-step stochastic
+    sampler cannot avoid). Its ``wall - model`` is the floor of the overhead column."""
+    from samplerlab.solvers import NFECounter
+    counted = NFECounter(denoiser)
+    gen = torch.Generator(device=x.device).manual_seed(seed) if noise else None
+    levels = sigmas.tolist()
+    _sync(x.device)
+    start = time.perf_counter()
+    y = x.clone()
+    for n in range(len(levels) - 1):
+        d = counted(y, sigmas[n])
+        ratio = levels[n + 1] / levels[n]
+        y.mul_(ratio).add_(d, alpha=1.0 - ratio)
+        if noise and levels[n + 1] > 0:
+            y.add_(torch.randn(y.shape, generator=gen, dtype=y.dtype, device=y.device),
+                   alpha=0.5 * levels[n + 1])
+    _sync(x.device)
+    return time.perf_counter() - start, counted.seconds, counted.count
+
+
+FLOORS = {"floor:update": False, "floor:update+noise": True}
+
+
 def _overhead_rows(cfg: BenchConfig, samplers, dtypes, device, seed, with_diffusers, log):
     from samplerlab.experiments.targets import GaussianMixture
     rows = []
@@ -159,6 +189,8 @@ def _overhead_rows(cfg: BenchConfig, samplers, dtypes, device, seed, with_diffus
             den = _null_denoiser if size.get("null") else target.denoiser
             runners = {name: (lambda name=name: _time_samplerlab(name, den, x, sigmas, seed))
                        for name in samplers}
+            for label, noise in FLOORS.items():
+                runners[label] = (lambda noise=noise: _time_floor(den, x, sigmas, seed, noise))
             if with_diffusers:
                 makers = _diffusers_schedulers(table) or {}
                 for label, make in makers.items():
@@ -263,14 +295,17 @@ def _verdicts(rows) -> List[str]:
         base = cheap.get("diffusers:DPMSolverMultistep")
         if base is not None and "dpmpp_2m" in cheap:
             ratio = cheap["dpmpp_2m"]["vs_dpmsolver"]
-            ours = [s for s in cheap if not s.startswith("diffusers:")]
+            ours = [s for s in cheap if s not in FLOORS and not s.startswith("diffusers:")]
             worst = max(ours, key=lambda s: cheap[s]["vs_dpmsolver"])
             lines.append(f"{model}/{dtype}: dpmpp_2m overhead per step = {ratio:.3f} x diffusers' "
                          f"DPMSolverMultistep ({'PASS' if ratio <= 0.25 else 'FAIL'} <= 0.25); "
                          f"{sum(cheap[s]['vs_dpmsolver'] <= 0.25 for s in ours)}/{len(ours)} "
                          f"samplers within 0.25, worst {worst} {cheap[worst]['vs_dpmsolver']:.3f}")
         exp = [r for r in rows if r["model"] == "expensive" and r["dtype"] == dtype
-               and not r["sampler"].startswith("diffusers:")] if model == "cheap" else []
+               and r["sampler"] not in FLOORS and not r["sampler"].startswith("diffusers:")] \
+            if model == "cheap" else []
+        floors = {r["sampler"]: r["total_over_model"] for r in rows
+                  if r["model"] == "expensive" and r["dtype"] == dtype and r["sampler"] in FLOORS}
         if exp:
             bad = [r for r in exp if r["total_over_model"] > 1.01]
             worst = max(exp, key=lambda r: r["total_over_model"])
@@ -278,6 +313,10 @@ def _verdicts(rows) -> List[str]:
                          f"{len(exp)} samplers ({'PASS' if not bad else 'FAIL'}); worst "
                          f"{worst['sampler']} {worst['total_over_model']:.4f}"
                          + (f"; over: {', '.join(r['sampler'] for r in bad)}" if bad else ""))
+            if floors:
+                lines.append(f"expensive/{dtype}: floor (one model call + one in-place update per "
+                             f"step) total/model = {floors['floor:update']:.4f}; with one Gaussian "
+                             f"draw per step {floors['floor:update+noise']:.4f}")
     return lines
 
 

@@ -21,7 +21,12 @@ def test_bench_quick_writes_tables(tmp_path):
     text = stream.getvalue()
     assert "overhead" in text and "throughput" in text and "reference" in text
     rows = _rows(tmp_path / "overhead.csv")
-    ours = [r for r in rows if not r["sampler"].startswith("diffusers:")]
+    ours = [r for r in rows if not r["sampler"].startswith(("diffusers:", "floor:"))]
+    floors = [r for r in rows if r["sampler"].startswith("floor:")]
+    # the floor rows: one model call per step on the same grid, in every (model, dtype)
+    assert {(r["model"], r["sampler"]) for r in floors} == {
+        (m, s) for m in ("cheap", "expensive", "null") for s in ("floor:update", "floor:update+noise")}
+    assert all(int(r["nfe"]) == int(r["steps"]) and float(r["model_s"]) > 0 for r in floors)
     # every (model, sampler) pair, with the NFE the registry declares on the shared grid
     assert {(r["model"], r["sampler"]) for r in ours} == {
         (m, s) for m in ("cheap", "expensive", "null") for s in ("euler", "dpmpp_2m", "heun")}
