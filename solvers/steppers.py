@@ -184,10 +184,10 @@ def run_single_step(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor,
     with Progress(sigmas.numel() - 1, "sampling", enabled=progress) as bar:
         for n in range(m):
             if pre[n] != 0.0:
-                x = x.add(_randn(x, generator), alpha=pre[n])
+                x.add_(_randn(x, generator), alpha=pre[n])  # x is the loop's own
             x, ds = _linear_step(denoiser, x, lists, n, stage_sigma, overwrite_x=True)
             if post[n] != 0.0:
-                x = x.add(_randn(x, generator), alpha=post[n])
+                x.add_(_randn(x, generator), alpha=post[n])
             _report(callback, bar, n, x, sigmas, ds[0])
         if ends_zero:
             x = _final_denoise(denoiser, x, sigmas[m], callback, m)
