@@ -136,7 +136,8 @@ def _symbolic_tableau(name: str) -> ExpRKTableau:
 
 
 def _lambdify(args, exprs):
-    return sympy.lambdify(args, list(exprs), modules=[PHI_MODULE, _TORCH_FUNCS, "math"])
+    return sympy.lambdify(args, list(exprs), modules=[PHI_MODULE, _TORCH_FUNCS, "math"],
+                           cse=True)  # each phi_k(arg) once per step
 
 
 @functools.lru_cache(maxsize=None)
@@ -570,7 +571,8 @@ class AMEDStepper:
         b = self.base
         where = f"step {n}"
         if b.kind in ("solver", "single"):
-            st_sig, st_x, st_w, out_x, out_w = tableau_rows(b.tableau, tb, tnb, r)
+            # h is one number for the batch: only the node r varies per sample
+            st_sig, st_x, st_w, out_x, out_w = tableau_rows(b.tableau, t, tn, r)
             st_sig = [st_sig[0], a * st_sig[1]]
             out_x, out_w = _scale((out_x, out_w), c, b.scale)
             x_next, _ = steppers.linear_step(denoiser, x, st_sig, st_x, st_w, out_x, out_w,

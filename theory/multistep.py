@@ -498,7 +498,7 @@ def dpmpp_weights_sym(order: int):
 @functools.lru_cache(maxsize=None)
 def _dpmpp_fn(order: int):
     h, (s1, s2), w = dpmpp_weights_sym(order)
-    return sp.lambdify((h, s1, s2), list(w), modules=[PHI_MODULE, "numpy"])
+    return sp.lambdify((h, s1, s2), list(w), modules=[PHI_MODULE, "numpy"], cse=True)
 
 
 def _dpmpp_weights(sigmas: np.ndarray, orders: np.ndarray) -> np.ndarray:
