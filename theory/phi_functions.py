@@ -110,12 +110,8 @@ class _NumpyOps:
         return np.asarray(values, dtype=np.float64)
 
     @staticmethod
-    def series_sum(z, ratio, weight=None):
-        """``sum_j w_j prod_{i<=j} z ratio_i`` over the last axis (all terms >= 0 here)."""
-        terms = np.cumprod(z[..., None] * ratio, axis=-1)
-        if weight is not None:
-            terms = terms * weight
-        return terms.sum(axis=-1)
+    def cumprod(a):
+        return np.cumprod(a, axis=-1)
 
 
 class _TorchOps:
@@ -133,17 +129,22 @@ class _TorchOps:
         return _torch_row(values, like.dtype, like.device)
 
     @staticmethod
-    def series_sum(z, ratio, weight=None):
-        terms = torch.cumprod(z[..., None] * ratio, dim=-1)
-        if weight is not None:
-            terms = terms * weight
-        return terms.sum(dim=-1)
+    def cumprod(a):
+        return torch.cumprod(a, dim=-1)
 
 
 @functools.lru_cache(maxsize=256)
 def _torch_row(values, dtype, device):
     """A series table as a tensor, built once per (table, dtype, device); never written to."""
     return torch.tensor(values, dtype=dtype, device=device)
+
+
+def _series_sum(ops, z, ratio, weight=None):
+    """``sum_j w_j prod_{i<=j} z ratio_i`` over the last axis (all terms >= 0 where used)."""
+    terms = ops.cumprod(z[..., None] * ratio)
+    if weight is not None:
+        terms = terms * weight
+    return terms.sum(-1)  # the same call for numpy arrays and tensors
 
 
 def _phi_array(k: int, z, ops):
@@ -163,9 +164,9 @@ def _phi_array(k: int, z, ops):
     pos_ratio, neg_ratio, neg_weight = (ops.row(r, z) for r in _series_tables(k, _n_terms(k, t)))
     pos = zs >= 0
     zp = ops.where(pos, zs, zero)
-    series_pos = (1.0 + ops.series_sum(zp, pos_ratio)) * (1.0 / math.factorial(k))
+    series_pos = (1.0 + _series_sum(ops, zp, pos_ratio)) * (1.0 / math.factorial(k))
     xn = ops.where(pos, zero, -zs)
-    series_neg = ops.exp(-xn) * ((1.0 / k + ops.series_sum(xn, neg_ratio, neg_weight))
+    series_neg = ops.exp(-xn) * ((1.0 / k + _series_sum(ops, xn, neg_ratio, neg_weight))
                                  * (1.0 / math.factorial(k - 1)))
     series = ops.where(pos, series_pos, series_neg)
     # --- recurrence branch (|z| > T_k)
