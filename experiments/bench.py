@@ -34,8 +34,9 @@ table and written as CSV (``benchmarks/results/`` of the source checkout by defa
 Targets (issue 7, 2-core machines): on the cheap model samplerlab's ``dpmpp_2m`` spends at most
 0.25 x the time per step outside the model that diffusers' ``DPMSolverMultistepScheduler``
 spends in the same run; on the expensive model every sampler's total time is within 1.01 x its
-model time. Both verdicts are printed. After one untimed warm-up run, each sampler runs
-``repeats`` times (cheap 7, expensive 3); ``wall``, ``model`` and ``overhead`` are each the minimum
+model time. Both verdicts are printed. After one untimed warm-up run of each, the samplers run
+``repeats`` rounds (cheap 7, expensive 3), each round every sampler once in turn (so a slow
+spell of a shared machine hits all of them alike); ``wall``, ``model`` and ``overhead`` are each the minimum
 over the repeats (timeit's convention: other processes only ever add time), and
 ``total_over_model = 1 + overhead/model``. The load average at the start is printed and stored
 in settings.json: on a shared machine read the numbers with it.
@@ -196,9 +197,15 @@ def _overhead_rows(cfg: BenchConfig, samplers, dtypes, device, seed, with_diffus
                 for label, make in makers.items():
                     runners[label] = (lambda make=make: _time_diffusers(make, den, x, sigmas, ts))
             steps = sigmas.numel() - 1
-            for label, run in runners.items():
+            for run in runners.values():
                 run()  # warm-up (caches, allocator)
-                timings = [run() for _ in range(cfg.repeats[model_name])]
+            # repeats interleaved across the runners (round robin), so a slow spell of the
+            # machine lands on every runner alike instead of on whichever ran during it
+            timings_of = {label: [] for label in runners}
+            for _ in range(cfg.repeats[model_name]):
+                for label, run in runners.items():
+                    timings_of[label].append(run())
+            for label, timings in timings_of.items():
                 # minima over the repeats (timeit's convention: other processes only add time)
                 wall = min(t[0] for t in timings)
                 model = min(t[1] for t in timings)
