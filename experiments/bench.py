@@ -19,7 +19,10 @@ table and written as CSV (``benchmarks/results/`` of the source checkout by defa
   DPM-Solver grid of the DDPM linear table (``timestep_spacing='trailing'``, final level 0,
   :func:`~samplerlab.solvers.diffusers_interop.grid_from_scheduler`), so every sampler and the
   diffusers schedulers step over the same levels. The coefficient build (theory/, once per
-  grid) is inside the timed run: it is part of what a sweep pays.
+  grid) is inside the timed run: it is part of what a sweep pays. ``amed`` and ``amed_plugin``
+  run without a trained predictor (their fixed default ``r, c, a``), so their rows time the
+  per-sample coefficient path (theory's tableau evaluated on ``[batch]`` tensors) without the
+  predictor network's own cost.
 * side by side, when diffusers is installed: ``DPMSolverMultistepScheduler`` (dpmsolver++, 2M)
   and ``UniPCMultistepScheduler`` (order 2, bh2) driving the same mixture at the same NFE through
   an epsilon adapter (:func:`~samplerlab.solvers.diffusers_interop.model_from_denoiser`); the
