@@ -66,28 +66,23 @@ def _per_sample(coef, like: torch.Tensor):
     return coef
 
 
-def _combine(x_coef, x: torch.Tensor, weights, values, *, overwrite_x: bool = False) -> torch.Tensor:
+def _combine(x_coef, x: torch.Tensor, weights, values) -> torch.Tensor:
     """``x_coef * x + sum_k weights[k] * values[k]`` skipping zero float weights.
 
     Coefficients are Python floats (the precomputed per-grid case) or tensors, 0-d or ``[batch]``
     with one value per sample (learned per-sample steps, :mod:`samplerlab.solvers.amed`).
 
-    No new tensor is allocated when the result is ``x`` itself (``x_coef == 1``, no nonzero
-    weights), and with ``overwrite_x`` the result is accumulated into ``x`` in place (the
-    steppers own their working state; fresh multi-megabyte allocations per step cost more than
-    the arithmetic on some systems). In-place is skipped whenever autograd needs ``x``.
+    The result is a fresh tensor (``x * x_coef``, then the terms accumulated into it in place),
+    or ``x`` itself when the combination is the identity (``x_coef == 1``, no nonzero weights).
+    ``x`` and ``values`` are never modified: a tensor a sampler has handed to the denoiser or to
+    a callback stays as it was (the denoiser may keep it). Fresh allocations cost nothing
+    measurable here: the allocator reuses the previous step's memory (benchmarks/README.md).
     """
     active = [(w, v) for w, v in zip(weights, values)
               if isinstance(w, torch.Tensor) or w != 0.0]
     if not active and not isinstance(x_coef, torch.Tensor) and x_coef == 1.0:
         return x
-    grad = torch.is_grad_enabled() and (x.requires_grad or isinstance(x_coef, torch.Tensor) and
-                                        x_coef.requires_grad)
-    aliased = any(isinstance(v, torch.Tensor) and v.data_ptr() == x.data_ptr() for _, v in active)
-    if overwrite_x and not grad and not aliased:
-        out = x.mul_(_per_sample(x_coef, x))
-    else:
-        out = x * _per_sample(x_coef, x)  # a fresh tensor: accumulate into it in place
+    out = x * _per_sample(x_coef, x)
     for w, v in active:
         if isinstance(w, torch.Tensor):
             out.addcmul_(_per_sample(w, v), v)
@@ -117,8 +112,8 @@ def _final_denoise(denoiser, x, sigma_last, callback, index):
 
 def _report(callback, bar, n, x, sigmas, denoised, **extra):
     """Tell the callback about step n (k-diffusion's info dict) and advance the progress bar."""
-    if callback is not None:  # a snapshot: the steppers update their working state in place
-        callback({"x": x.clone(), "i": n, "sigma": sigmas[n], "sigma_next": sigmas[n + 1],
+    if callback is not None:  # x is never modified afterwards: no copy needed
+        callback({"x": x, "i": n, "sigma": sigmas[n], "sigma_next": sigmas[n + 1],
                   "denoised": denoised, **extra})
     bar.update()
 
@@ -136,7 +131,7 @@ def _step_lists(coeffs: StepCoefficients):
 
 
 def linear_step(denoiser, x, stage_sigma, stage_x, stage_w, out_x, out_w, *, d0=None,
-                where: str = "step", overwrite_x: bool = False):
+                where: str = "step"):
     """One explicit step of the linear-step form (DESIGN.md); returns ``(x_next, stage outputs)``::
 
         X_j = stage_x[j] x + sum_{k<j} stage_w[j][k] D_k,   D_j = D(X_j, stage_sigma[j])
@@ -146,21 +141,20 @@ def linear_step(denoiser, x, stage_sigma, stage_x, stage_w, out_x, out_w, *, d0=
     sample), so a step whose intermediate point and scale differ per sample (AMED, seed 004)
     runs through the same code as the precomputed samplers. ``d0``, when given, is the first
     stage's output (already evaluated by the caller, or a proxy such as AMED's analytical first
-    step). ``where`` names the step in error messages. ``overwrite_x``: the new state may be
-    accumulated into ``x`` in place (only for a working tensor the caller owns).
+    step). ``where`` names the step in error messages. Nothing passed in is modified.
     """
     ds = [] if d0 is None else [d0]
     for j in range(len(ds), len(stage_x)):
         xj = _combine(stage_x[j], x, stage_w[j][:j], ds)
         ds.append(_check_output(denoiser(xj, stage_sigma[j]), x, f"{where}, stage {j}"))
-    return _combine(out_x, x, out_w, ds, overwrite_x=overwrite_x), ds
+    return _combine(out_x, x, out_w, ds), ds
 
 
-def _linear_step(denoiser, x, lists, n, stage_sigma, d0=None, overwrite_x=False):
+def _linear_step(denoiser, x, lists, n, stage_sigma, d0=None):
     """Step n of an explicit linear method from per-grid coefficient lists (:func:`linear_step`)."""
     stage_x, stage_w, out_x, out_w = lists
     return linear_step(denoiser, x, stage_sigma[n], stage_x[n], stage_w[n], out_x[n], out_w[n],
-                       d0=d0, where=f"step {n}", overwrite_x=overwrite_x)
+                       d0=d0, where=f"step {n}")
 
 
 def run_single_step(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor,
@@ -178,16 +172,15 @@ def run_single_step(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor,
         raise ValueError(f"coefficients cover {coeffs.steps} steps but the grid has {m} positive steps")
     stage_sigma = torch.as_tensor(coeffs.stage_sigma, dtype=x.dtype, device=x.device)
     lists = _step_lists(coeffs)
-    x = x.clone()  # the loop updates its working state in place
     pre = coeffs.pre_noise.tolist()
     post = coeffs.post_noise.tolist()
     with Progress(sigmas.numel() - 1, "sampling", enabled=progress) as bar:
         for n in range(m):
             if pre[n] != 0.0:
-                x.add_(_randn(x, generator), alpha=pre[n])  # x is the loop's own
-            x, ds = _linear_step(denoiser, x, lists, n, stage_sigma, overwrite_x=True)
+                x = x.add(_randn(x, generator), alpha=pre[n])
+            x, ds = _linear_step(denoiser, x, lists, n, stage_sigma)
             if post[n] != 0.0:
-                x.add_(_randn(x, generator), alpha=post[n])
+                x = x.add(_randn(x, generator), alpha=post[n])
             _report(callback, bar, n, x, sigmas, ds[0])
         if ends_zero:
             x = _final_denoise(denoiser, x, sigmas[m], callback, m)
@@ -227,7 +220,6 @@ def run_multistep(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, coe
     out_x = coeffs.out_x.tolist()
     weights = coeffs.weights.tolist()
     history = deque(maxlen=coeffs.weights.shape[1])
-    x = x.clone()  # the loop updates its working state in place
     n_start = 0 if starter is None else min(starter.steps, m)
     if starter is not None:
         if not (np.allclose(starter.stage_x[:, 0], 1.0, rtol=0, atol=1e-15) and np.allclose(
@@ -241,10 +233,9 @@ def run_multistep(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, coe
             d = _check_output(denoiser(x, sigmas[n]), x, f"step {n}")
             history.appendleft(_as_prediction(coeffs.prediction, x, d, sigmas[n]))
             if n < n_start:
-                x, _ = _linear_step(denoiser, x, start_lists, n, start_sigma, d0=d,
-                                    overwrite_x=True)
+                x, _ = _linear_step(denoiser, x, start_lists, n, start_sigma, d0=d)
             else:
-                x = _combine(out_x[n], x, weights[n][:len(history)], history, overwrite_x=True)
+                x = _combine(out_x[n], x, weights[n][:len(history)], history)
             _report(callback, bar, n, x, sigmas, d)
         if ends_zero:
             x = _final_denoise(denoiser, x, sigmas[m], callback, m)
@@ -311,8 +302,7 @@ def run_predictor_corrector(denoiser: Callable, x: torch.Tensor, sigmas: torch.T
                 d_new = _check_output(denoiser(xhat, sigmas[n + 1]), x, f"step {n}")
                 new = _Evaluation(xhat, d_new, sigmas[n + 1])
                 x = _combine(c_out[n], x, c_w[n][:len(cache)] + [c_new[n]],
-                             column(coeffs.corr_prediction) + [new.prediction(coeffs.corr_prediction)],
-                             overwrite_x=n > 0)  # x_0 is the caller's; later x are the loop's
+                             column(coeffs.corr_prediction) + [new.prediction(coeffs.corr_prediction)])
                 cache.appendleft(new)
             else:
                 d_new = None
