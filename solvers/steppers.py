@@ -75,8 +75,8 @@ def _combine(x_coef, x: torch.Tensor, weights, values) -> torch.Tensor:
     The result is a fresh tensor (``x * x_coef``, then the terms accumulated into it in place),
     or ``x`` itself when the combination is the identity (``x_coef == 1``, no nonzero weights).
     ``x`` and ``values`` are never modified: a tensor a sampler has handed to the denoiser or to
-    a callback stays as it was (the denoiser may keep it). Fresh allocations cost nothing
-    measurable here: the allocator reuses the previous step's memory (benchmarks/README.md).
+    a callback stays as it was (the denoiser may keep it); the fresh allocation costs a little
+    speed on large states (README, "Performance").
     """
     active = [(w, v) for w, v in zip(weights, values)
               if isinstance(w, torch.Tensor) or w != 0.0]
