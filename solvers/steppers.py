@@ -82,7 +82,12 @@ def _combine(x_coef, x: torch.Tensor, weights, values) -> torch.Tensor:
               if isinstance(w, torch.Tensor) or w != 0.0]
     if not active and not isinstance(x_coef, torch.Tensor) and x_coef == 1.0:
         return x
-    out = x * _per_sample(x_coef, x)
+    if not isinstance(x_coef, torch.Tensor) and x_coef == 1.0 and not isinstance(active[0][0],
+                                                                               torch.Tensor):
+        (w, v), active = active[0], active[1:]   # x + w v in one pass (no copy of x first)
+        out = torch.add(x, v, alpha=w)
+    else:
+        out = x * _per_sample(x_coef, x)
     for w, v in active:
         if isinstance(w, torch.Tensor):
             out.addcmul_(_per_sample(w, v), v)
