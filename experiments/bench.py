@@ -9,8 +9,8 @@ table and written as CSV (``benchmarks/results/`` of the source checkout by defa
   full covariances, n = 4096, M = 10), in float64 and float32, on ``--threads`` threads (2).
   A third, ``null`` model (``D(x) = x / 2``, one elementwise op; cheap model's sizes) isolates the
   stepper's own time per step from the model's noise. Two ``floor:`` rows per (model, dtype) time
-  the least work any sampler does, in the same loop shape: one model call and one in-place update
-  ``x <- a x + b D`` per step (``floor:update``), plus one Gaussian draw per step
+  the least work any sampler does, in the same loop shape: one model call and one single-pass
+  in-place update ``x <- x + b (D - x)`` per step (``floor:update``), plus one Gaussian draw per step
   (``floor:update+noise``, what a stochastic sampler cannot avoid). On a model that evicts the
   state from the caches, the floor is the memory traffic of reading ``x`` and ``D`` once.
   Each run is timed as a whole (wall clock) while :class:`~samplerlab.solvers.NFECounter` times
@@ -156,21 +156,25 @@ def _time_diffusers(make_scheduler, denoiser, x, sigmas, ts):
 
 def _time_floor(denoiser, x, sigmas, seed, noise):
     """The least work any sampler does per step, timed like a sampler: one model call and one
-    in-place update ``x <- a x + b D`` (Euler's; the state and the model output each read once),
-    plus with ``noise`` one Gaussian draw added in place (what a one-draw-per-step stochastic
-    sampler cannot avoid). Its ``wall - model`` is the floor of the overhead column."""
+    single-pass in-place update ``x <- x + b (D - x)`` (Euler's, as ``lerp_``: the state and the
+    model output each read once, the state written once, nothing allocated; the last step to
+    sigma = 0 just takes ``D``), plus with ``noise`` one Gaussian draw added in place (what a
+    one-draw-per-step stochastic sampler cannot avoid). Its ``wall - model`` is the floor of the
+    overhead column. The working copy of ``x`` is made before the clock starts."""
     from samplerlab.solvers import NFECounter
     counted = NFECounter(denoiser)
     gen = torch.Generator(device=x.device).manual_seed(seed) if noise else None
     levels = sigmas.tolist()
+    y = x.clone()
     _sync(x.device)
     start = time.perf_counter()
-    y = x.clone()
     for n in range(len(levels) - 1):
         d = counted(y, sigmas[n])
-        ratio = levels[n + 1] / levels[n]
-        y.mul_(ratio).add_(d, alpha=1.0 - ratio)
-        if noise and levels[n + 1] > 0:
+        if levels[n + 1] == 0:
+            y = d
+            continue
+        y.lerp_(d, 1.0 - levels[n + 1] / levels[n])
+        if noise:
             y.add_(torch.randn(y.shape, generator=gen, dtype=y.dtype, device=y.device),
                    alpha=0.5 * levels[n + 1])
     _sync(x.device)

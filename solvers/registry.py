@@ -189,7 +189,9 @@ def sample(name: str, denoiser, x, sigmas, *, generator=None, callback=None, pro
     1-D strictly decreasing tensor of M+1 levels (the last may be 0) with ``x``'s dtype and
     device; ``generator`` (torch.Generator or int seed) drives every random draw of stochastic
     samplers; ``callback(info)`` is called after every step with ``info['x']``, ``'i'``,
-    ``'sigma'``, ``'sigma_next'``, ``'denoised'``. Options are sampler-specific
+    ``'sigma'``, ``'sigma_next'``, ``'denoised'`` (the sampler's own tensors, as in k-diffusion:
+    they are never modified afterwards, so they may be kept, but must not be modified in place;
+    likewise every tensor handed to the denoiser). Options are sampler-specific
     (``SOLVERS[name].defaults``).
     """
     return get_solver(name)(denoiser, x, sigmas, generator=generator, callback=callback,

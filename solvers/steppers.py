@@ -82,10 +82,11 @@ def _combine(x_coef, x: torch.Tensor, weights, values) -> torch.Tensor:
               if isinstance(w, torch.Tensor) or w != 0.0]
     if not active and not isinstance(x_coef, torch.Tensor) and x_coef == 1.0:
         return x
-    if not isinstance(x_coef, torch.Tensor) and x_coef == 1.0 and not isinstance(active[0][0],
-                                                                               torch.Tensor):
-        (w, v), active = active[0], active[1:]   # x + w v in one pass (no copy of x first)
-        out = torch.add(x, v, alpha=w)
+    w0, v0 = active[0] if active else (None, None)
+    if (not isinstance(x_coef, torch.Tensor) and x_coef == 1.0 and active
+            and not isinstance(w0, torch.Tensor) and v0.dtype == x.dtype):
+        active = active[1:]   # x + w v in one pass (no copy of x first); x's dtype is kept
+        out = torch.add(x, v0, alpha=w0)
     else:
         out = x * _per_sample(x_coef, x)
     for w, v in active:
@@ -116,7 +117,10 @@ def _final_denoise(denoiser, x, sigma_last, callback, index):
 
 
 def _report(callback, bar, n, x, sigmas, denoised, **extra):
-    """Tell the callback about step n (k-diffusion's info dict) and advance the progress bar."""
+    """Tell the callback about step n (k-diffusion's info dict) and advance the progress bar.
+
+    The callback gets the sampler's own state tensor, as in k-diffusion: it may keep it (the
+    sampler never changes it afterwards) but must not modify it in place."""
     if callback is not None:  # x is never modified afterwards: no copy needed
         callback({"x": x, "i": n, "sigma": sigmas[n], "sigma_next": sigmas[n + 1],
                   "denoised": denoised, **extra})
@@ -341,10 +345,10 @@ def run_implicit_forward_value(denoiser: Callable, x: torch.Tensor, sigmas: torc
         for n in range(m):
             d = _check_output(denoiser(x, sigmas[n]), x, f"step {n}")
             base = x * out_x[n]
-            y = base.add(d, alpha=out_w[n])  # DDIM predictor
+            y = base.add(d.to(base.dtype), alpha=out_w[n])  # DDIM predictor
             for it in range(max_iter):
                 d = denoiser(y, sigmas[n + 1])
-                y_new = base.add(d, alpha=out_w[n])
+                y_new = base.add(d.to(base.dtype), alpha=out_w[n])
                 delta = (y_new - y).abs().max()
                 y = y_new
                 if delta <= tol * (1.0 + y.abs().max()):

@@ -154,3 +154,44 @@ def test_evalf_and_lambdify_use_high_precision_and_stable_numeric():
     np.testing.assert_allclose(f(hs), _ref(2, -hs), rtol=1e-14)
     with pytest.raises(ValueError):
         Phi(-1, h)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch64", "torch32"])
+def test_large_inputs_use_the_constant_memory_path_with_the_same_accuracy(backend):
+    # above VECTOR_SERIES_MAX_ELEMENTS the series are summed by Horner's rule instead of
+    # cumulative products: same accuracy bound against mpmath, on every element
+    from samplerlab.theory.phi_functions import VECTOR_SERIES_MAX_ELEMENTS
+    zs = _grid()
+    limit = max(VECTOR_SERIES_MAX_ELEMENTS.values())
+    assert zs.size <= limit   # the grid alone takes the cumulative-product path in torch
+    reps = limit // zs.size + 1
+    big = np.tile(zs, reps)
+    assert big.size > limit
+    rtol = 2e-6 if backend == "torch32" else 1e-14
+    for k in (1, 2, 4, 7):
+        ref = np.tile(_ref(k, zs), reps)
+        if backend == "numpy":
+            got = phi(k, big)
+        else:
+            dtype = torch.float64 if backend == "torch64" else torch.float32
+            t = torch.tensor(big, dtype=dtype)
+            got = phi(k, t).double().numpy()
+            ref = np.tile(_ref(k, t[:zs.size].double().numpy()), reps)
+        rel = np.abs(got - ref) / np.abs(ref)
+        assert rel.max() <= rtol, (backend, k, rel.max())
+        if backend == "numpy":   # and it agrees with the small-input path element by element
+            small = np.concatenate([phi(k, chunk) for chunk in np.array_split(big, 4 * reps)])
+            np.testing.assert_allclose(got, small, rtol=4e-16 * 8, atol=0)
+
+
+def test_cached_series_rows_survive_inference_mode():
+    # a row first built under torch.inference_mode() must not poison later autograd use
+    from samplerlab.theory import phi_functions
+    phi_functions._torch_row.cache_clear()
+    with torch.inference_mode():
+        phi(2, -torch.linspace(0.1, 3.0, 5, dtype=torch.float64))
+    z = (-torch.linspace(0.1, 3.0, 5, dtype=torch.float64)).requires_grad_()
+    phi(2, z).sum().backward()
+    # d/dz phi_2 = phi_2 - 2 phi_3 (the derivative rule of Phi)
+    expected = phi(2, z.detach()) - 2 * phi(3, z.detach())
+    torch.testing.assert_close(z.grad, expected, rtol=1e-13, atol=0)

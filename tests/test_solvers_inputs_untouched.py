@@ -37,3 +37,18 @@ def test_handed_out_tensors_stay_unchanged(name):
     assert not changed, f"denoiser inputs {changed} were modified after the call"
     changed = [i for i, (a, b) in enumerate(zip(states, state_copies)) if not torch.equal(a, b)]
     assert not changed, f"callback states {changed} were modified after the callback"
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_state_keeps_the_dtype_of_x_when_the_model_answers_wider(name):
+    # a float32 state with a model that returns float64 (e.g. a float64 reference model):
+    # the sampler's states stay float32, like x
+    target = GaussianMixture.random_anisotropic(2, 3, seed=0)
+    x = target.sample(8, generator=torch.Generator().manual_seed(0), sigma=10.0).float()
+    sigmas = SIGMAS[:-1].float()   # ends above 0: every state comes from the update rule
+    dtypes = []
+    options = {"max_iter": 200, "tol": 1e-6} if name == "fv_ideal" else {}
+    out = sample(name, lambda y, s: target.denoiser(y.double(), s.double()), x, sigmas,
+                 callback=lambda info: dtypes.append(info["x"].dtype),
+                 generator=0 if SOLVERS[name].stochastic else None, **options)
+    assert out.dtype == torch.float32 and set(dtypes) == {torch.float32}

@@ -96,6 +96,7 @@ def _series_tables(k: int, n: int):
 
 
 class _NumpyOps:
+    kind = "numpy"
     where = staticmethod(np.where)
     exp = staticmethod(np.exp)
     expm1 = staticmethod(np.expm1)
@@ -115,6 +116,7 @@ class _NumpyOps:
 
 
 class _TorchOps:
+    kind = "torch"
     where = staticmethod(torch.where)
     exp = staticmethod(torch.exp)
     expm1 = staticmethod(torch.expm1)
@@ -135,24 +137,46 @@ class _TorchOps:
 
 @functools.lru_cache(maxsize=256)
 def _torch_row(values, dtype, device):
-    """A series table as a tensor, built once per (table, dtype, device); never written to."""
-    return torch.tensor(values, dtype=dtype, device=device)
+    """A series table as a tensor, built once per (table, dtype, device); never written to.
+    Built outside inference mode, so a row first made under ``torch.inference_mode()`` can still
+    be saved for backward later (AMED trains through these functions)."""
+    with torch.inference_mode(False):
+        return torch.tensor(values, dtype=dtype, device=device)
+
+
+#: Per backend: inputs with more elements than this use Horner's rule (constant extra memory);
+#: smaller ones the cumulative products of :func:`_series_sum` (a few large array operations:
+#: faster where the per-operation cost dominates, but ``[N, terms]`` temporaries). Crossovers
+#: measured on a 2-core CPU: numpy ~700 elements, torch ~3000.
+VECTOR_SERIES_MAX_ELEMENTS = {"numpy": 512, "torch": 2048}
 
 
 def _series_sum(ops, z, ratio, weight=None):
-    """``sum_j w_j prod_{i<=j} z ratio_i`` over the last axis (all terms >= 0 where used)."""
-    terms = ops.cumprod(z[..., None] * ratio)
-    if weight is not None:
-        terms = terms * weight
-    return terms.sum(-1)  # the same call for numpy arrays and tensors
+    """``sum_{j=1..n} w_j prod_{i<=j} (z ratio_i)`` elementwise (``w_j = 1`` when ``weight`` is
+    None); every term is >= 0 where it is used (``z >= 0``), so neither form cancels.
+
+    Small inputs: the terms as cumulative products over a trailing axis, then one sum. Large
+    inputs: Horner's rule ``z r_1 (w_1 + z r_2 (w_2 + ... + z r_n w_n))``.
+    """
+    size = z.numel() if isinstance(z, torch.Tensor) else z.size
+    if size <= VECTOR_SERIES_MAX_ELEMENTS[ops.kind]:
+        terms = ops.cumprod(z[..., None] * ops.row(ratio, z))
+        if weight is not None:
+            terms = terms * ops.row(weight, z)
+        return terms.sum(-1)  # the same call for numpy arrays and tensors
+    w = weight if weight is not None else (1.0,) * len(ratio)
+    acc = ops.full_like(z, w[-1])
+    for j in range(len(ratio) - 2, -1, -1):
+        acc = w[j] + (z * ratio[j + 1]) * acc
+    return (z * ratio[0]) * acc
 
 
 def _phi_array(k: int, z, ops):
     """phi_k(z) elementwise for a float numpy array or torch tensor ``z`` (same dtype/device).
 
-    The two series are evaluated as cumulative products of their term ratios and summed (a
-    fixed handful of array operations, whatever the number of terms), so the cost is that of a
-    few elementwise passes rather than one Python-level operation per term.
+    The two series are summed by :func:`_series_sum`: for small inputs as cumulative products of
+    their term ratios (a handful of array operations, whatever the number of terms), for large
+    ones by Horner's rule (no ``[N, terms]`` temporaries).
     """
     if k == 0:
         return ops.exp(z)
@@ -161,7 +185,7 @@ def _phi_array(k: int, z, ops):
     zero = ops.full_like(z, 0.0)
     # --- series branch (|z| <= T_k); evaluated on a clamped copy so no branch sees bad values
     zs = ops.where(small, z, zero)
-    pos_ratio, neg_ratio, neg_weight = (ops.row(r, z) for r in _series_tables(k, _n_terms(k, t)))
+    pos_ratio, neg_ratio, neg_weight = _series_tables(k, _n_terms(k, t))
     pos = zs >= 0
     zp = ops.where(pos, zs, zero)
     series_pos = (1.0 + _series_sum(ops, zp, pos_ratio)) * (1.0 / math.factorial(k))
