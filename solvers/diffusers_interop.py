@@ -146,7 +146,10 @@ def sigmas_from_timesteps(timesteps, alphas_cumprod, *, final="zero", dtype=torc
     ``final='zero'`` appends 0 (the last step is the denoising step, DESIGN.md; diffusers'
     ``final_sigmas_type='zero'`` and DDIM's ``set_alpha_to_one=True``), ``'sigma_min'`` appends
     ``sigma(0)``, the table's smallest level (diffusers' ``final_sigmas_type='sigma_min'``,
-    DDIM's ``set_alpha_to_one=False``). Computed in float64 from the table, then cast.
+    DDIM's ``set_alpha_to_one=False``) — unless the timesteps already end at ``t = 0``: then
+    diffusers' last step (``sigma(0) -> sigma(0)``) leaves the state unchanged and the grid ends
+    there (one level fewer than ``len(timesteps) + 1``; samplerlab spends no NFE on that no-op).
+    Computed in float64 from the table, then cast.
     ValueError naming ``timesteps`` if one leaves ``[0, N-1]`` or they are not strictly decreasing.
     """
     sched = discrete_schedule(alphas_cumprod)
@@ -155,8 +158,13 @@ def sigmas_from_timesteps(timesteps, alphas_cumprod, *, final="zero", dtype=torc
     t = torch.from_numpy(ts)
     whole = t == torch.round(t)
     levels = torch.where(whole, sched.sigmas[torch.round(t).long()], sched.sigma(t))
-    last = levels.new_zeros(1) if final == "zero" else sched.sigmas[:1].clone()
-    out = torch.cat([levels, last]).to(device=device, dtype=dtype)
+    if final == "sigma_min" and ts[-1] == 0:
+        # the timesteps already end at sigma(0): diffusers' last step there (t = 0 -> sigma(0),
+        # h = 0) leaves x unchanged, so the grid simply ends at that level
+        out = levels.to(device=device, dtype=dtype)
+    else:
+        last = levels.new_zeros(1) if final == "zero" else sched.sigmas[:1].clone()
+        out = torch.cat([levels, last]).to(device=device, dtype=dtype)
     return check_sigmas(out, "sigmas (from timesteps)")
 
 
@@ -399,7 +407,11 @@ class SamplerlabScheduler(*_Base):
             out = unet(x, t).sample
             x = scheduler.step(out, t, x).prev_sample
 
-    ``x`` is diffusers' VP state (``init_noise_sigma = 1``, ``scale_model_input`` is the identity).
+    ``x`` is diffusers' VP state (``init_noise_sigma = 1``, ``scale_model_input`` is the identity;
+    ``add_noise`` is the VP forward noising, for img2img/inpainting pipelines). A loop that starts
+    at ``timesteps[k]`` (img2img with ``strength < 1``; ``set_begin_index(k)`` or simply the first
+    ``step`` there) runs the sampler on ``sigmas[k:]`` with its own warm-up, as diffusers'
+    multistep schedulers do.
     Each ``step`` converts the model output to ``D`` (:mod:`~samplerlab.solvers.schedules`), moves
     to the VE state ``x / alpha`` and applies row n of the coefficients that
     ``SOLVERS[sampler].build`` derives once per grid in ``set_timesteps`` (theory/):
@@ -412,8 +424,10 @@ class SamplerlabScheduler(*_Base):
     {'linear', 'scaled_linear'} or ``trained_betas``; built in float64), ``prediction_type``,
     ``sampler`` (a name of :func:`scheduler_samplers`), ``sampler_options`` (options of
     ``SOLVERS[sampler]``; ``warmup`` must stay 'lower_order'), ``timestep_spacing`` and
-    ``steps_offset`` (rules of :func:`grids.discrete_timesteps`), ``final_sigmas_type``
-    ('zero' or 'sigma_min'). Arithmetic runs in the sample's dtype (float16/bfloat16 upcast to
+    ``steps_offset`` (rules of :func:`grids.discrete_timesteps`; as in diffusers the offset only
+    shifts the 'leading' grid), ``final_sigmas_type`` ('zero' or 'sigma_min'; with timesteps that
+    end at t = 0, 'sigma_min' adds no level and the step at t = 0 returns x unchanged, diffusers'
+    h = 0 step). Arithmetic runs in the sample's dtype (float16/bfloat16 upcast to
     float32).
     """
 
@@ -469,8 +483,11 @@ class SamplerlabScheduler(*_Base):
         if (num_inference_steps is None) == (timesteps is None):
             raise ValueError("pass exactly one of num_inference_steps or timesteps")
         if timesteps is None:
-            ts = grids.discrete_timesteps(n_train, num_inference_steps, self.config.timestep_spacing,
-                                          self.config.steps_offset)
+            spacing = self.config.timestep_spacing
+            # as diffusers: steps_offset shifts the 'leading' grid only (SD configs carry
+            # steps_offset=1 with any spacing)
+            offset = self.config.steps_offset if spacing == "leading" else 0
+            ts = grids.discrete_timesteps(n_train, num_inference_steps, spacing, offset)
         else:
             ts_arr = _timesteps_array(timesteps, n_train)
             if not np.array_equal(ts_arr, np.round(ts_arr)):
@@ -478,13 +495,22 @@ class SamplerlabScheduler(*_Base):
             ts = torch.as_tensor(ts_arr.astype(np.int64))
         sigmas = sigmas_from_timesteps(ts, self.schedule, final=self.config.final_sigmas_type)
         ends_zero = bool(sigmas[-1] == 0)
-        m = sigmas.numel() - 1 - int(ends_zero)
+        self._m = sigmas.numel() - 1 - int(ends_zero)
         self.sigmas = sigmas
         self.timesteps = ts.to(device=device, dtype=torch.int64)
         self.num_inference_steps = len(ts)
-        grid = sigmas[: m + 1].numpy()
-        self._m = m
-        if m >= 1:
+        self._sig = sigmas.tolist()
+        self._step_index = None
+        self._begin_index = None
+        self._build_from(0)
+
+    def _build_from(self, begin: int) -> None:
+        """Coefficients for the grid from level ``begin`` on (a loop that starts there — img2img
+        with ``strength < 1`` — is the sampler run on ``sigmas[begin:]``: its own lower-order
+        warm-up, not rows of the full grid whose history it never saw)."""
+        self._row0 = begin
+        if self._m - begin >= 1:
+            grid = self.sigmas[begin: self._m + 1].numpy()
             coeffs, starter = self.spec.build(grid, self.options)
             if starter is not None:  # pragma: no cover - excluded by the warmup check
                 raise ValueError("sampler_options: single-step starters are not supported")
@@ -494,10 +520,55 @@ class SamplerlabScheduler(*_Base):
             self._history = deque(maxlen=coeffs.weights.shape[1])
         else:
             self._history = deque(maxlen=1)
-        self._sig = sigmas.tolist()
+
+    @property
+    def begin_index(self):
+        """The index of the first timestep the loop runs (None: found from the first ``step``)."""
+        return self._begin_index
+
+    def set_begin_index(self, begin_index: int = 0) -> None:
+        """Start the loop at ``timesteps[begin_index]`` (diffusers' img2img pipelines call this
+        after ``set_timesteps``); the coefficients are rebuilt for the remaining grid."""
+        if self.sigmas is None:
+            raise ValueError("call set_timesteps before set_begin_index")
+        begin_index = check_positive_int(begin_index, "begin_index", 0)
+        if begin_index >= len(self.timesteps):
+            raise ValueError(f"begin_index must be below the number of timesteps "
+                             f"{len(self.timesteps)}, got {begin_index}")
+        self._begin_index = begin_index
         self._step_index = None
+        self._build_from(begin_index)
+
+    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor,
+                  timesteps) -> torch.Tensor:
+        """diffusers' forward noising at integer ``timesteps`` (one, or one per sample):
+        ``sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise`` (VP), in ``original_samples``'
+        dtype and device (coefficients from the float64 table)."""
+        for name, value in (("original_samples", original_samples), ("noise", noise)):
+            if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+                raise TypeError(f"{name} must be a floating-point tensor")
+        if noise.shape != original_samples.shape:
+            raise ValueError(f"noise has shape {tuple(noise.shape)}; expected the shape of "
+                             f"original_samples {tuple(original_samples.shape)}")
+        ts = torch.as_tensor(timesteps).reshape(-1).cpu()
+        n_train = self.config.num_train_timesteps
+        if ts.is_floating_point() and not torch.equal(ts, ts.round()):
+            raise ValueError(f"timesteps must be integers, got {ts.tolist()}")
+        ts = ts.long()
+        if ts.numel() not in (1, original_samples.shape[0]) or ts.min() < 0 or ts.max() >= n_train:
+            raise ValueError(f"timesteps must be one integer or one per sample in [0, {n_train - 1}], "
+                             f"got {ts.tolist()}")
+        ab = self.alphas_cumprod[ts]
+        shape = (-1,) + (1,) * (original_samples.ndim - 1)
+        a = ab.sqrt().reshape(shape).to(device=original_samples.device, dtype=original_samples.dtype)
+        b = (1 - ab).sqrt().reshape(shape).to(device=original_samples.device,
+                                             dtype=original_samples.dtype)
+        return a * original_samples + b * noise.to(original_samples.dtype)
 
     def _index_for(self, timestep) -> int:
+        if isinstance(timestep, torch.Tensor) and timestep.numel() != 1:
+            raise ValueError(f"timestep must be one timestep (the loop's t), got a tensor of shape "
+                             f"{tuple(timestep.shape)}")
         t = int(timestep.item()) if isinstance(timestep, torch.Tensor) else int(timestep)
         hits = (self.timesteps.cpu() == t).nonzero()
         if len(hits) == 0:
@@ -524,9 +595,19 @@ class SamplerlabScheduler(*_Base):
                              f"sample's shape {tuple(sample.shape)}")
         if self._step_index is None:
             self._step_index = self._index_for(timestep)
+            begin = self._step_index if self._begin_index is None else self._begin_index
+            if begin != self._step_index:
+                raise ValueError(f"the first step is at timestep {timestep} (index "
+                                 f"{self._step_index}) but set_begin_index({begin}) was called")
+            if begin != self._row0:
+                self._build_from(begin)
         n = self._step_index
-        if n >= len(self._sig) - 1:
+        if n >= len(self.timesteps):
             raise ValueError("step called after the last timestep; call set_timesteps again")
+        if n == len(self._sig) - 1:
+            # 'sigma_min' with timesteps ending at t = 0: diffusers' h = 0 step, x unchanged
+            self._step_index = n + 1
+            return (sample,) if not return_dict else SchedulerOutput(prev_sample=sample)
         work = torch.promote_types(sample.dtype, torch.float32)
         x_vp, out = sample.to(work), model_output.to(work)
         s, s_next = self._sig[n], self._sig[n + 1]
@@ -540,8 +621,9 @@ class SamplerlabScheduler(*_Base):
         if n >= self._m:  # the final step to sigma = 0: the denoising step
             prev = d
         else:
+            row = n - self._row0
             self._history.appendleft(_as_prediction(self._prediction_kind, x, d, s))
-            x_next = _combine(self._out_x[n], x, self._weights[n][:len(self._history)],
+            x_next = _combine(self._out_x[row], x, self._weights[row][:len(self._history)],
                               self._history)
             prev = vp_state_from_ve(x_next, s_next)
         self._step_index = n + 1

@@ -221,6 +221,97 @@ def test_scheduler_in_ddpm_pipeline(unet):
     assert abs(a - c).max() < 1e-4
 
 
+def _loop_from(scheduler, model, x, begin, set_begin):
+    """An img2img-style loop: timesteps[begin:], optionally announced by set_begin_index."""
+    if set_begin:
+        scheduler.set_begin_index(begin)
+    with torch.no_grad():
+        for t in scheduler.timesteps[begin:]:
+            x = scheduler.step(model(x, t), t, x).prev_sample
+    return x
+
+
+@pytest.mark.parametrize("name", ["dpmpp_2m", "res_3m", "ipndm"])
+@pytest.mark.parametrize("begin", [3, 6])
+@pytest.mark.parametrize("set_begin", [False, True])
+def test_scheduler_started_partway_equals_sample_on_the_rest(target, name, begin, set_begin):
+    # img2img (strength < 1) runs timesteps[begin:]: that is the sampler on sigmas[begin:],
+    # with its own warm-up (rows of the full grid would weight a history it never saw)
+    sched = SamplerlabScheduler(sampler=name, timestep_spacing="trailing")
+    model = model_from_denoiser(target.denoiser, sched)
+    sched.set_timesteps(10)
+    sigmas = sched.sigmas[begin:]
+    x = target.sample(128, generator=torch.Generator().manual_seed(8), sigma=float(sigmas[0]))
+    out = _loop_from(sched, model, x / torch.sqrt(1 + sigmas[0] ** 2), begin, set_begin)
+    assert _rel(out, sample(name, target.denoiser, x, sigmas)) < 1e-12
+    # and it discriminates: the full-grid sampler's own trajectory from there is different
+    full = sample(name, target.denoiser, x, sched.sigmas[begin - 1:])
+    assert _rel(out, full) > 1e-3
+
+
+def test_scheduler_started_partway_matches_diffusers(target):
+    ours = SamplerlabScheduler(sampler="dpmpp_2m", timestep_spacing="trailing",
+                               sampler_options={"lower_order_final": False})
+    theirs = _dpmsolver(timestep_spacing="trailing")
+    model = model_from_denoiser(target.denoiser, theirs)
+    for sched in (ours, theirs):
+        sched.set_timesteps(12)
+    assert ours.timesteps.tolist() == theirs.timesteps.tolist()
+    x = target.sample(128, generator=torch.Generator().manual_seed(9), sigma=float(ours.sigmas[5]))
+    x_vp = x / torch.sqrt(1 + ours.sigmas[5] ** 2)
+    a = _loop_from(ours, model, x_vp.clone(), 5, True)
+    b = _loop_from(theirs, model, x_vp.clone(), 5, True)
+    assert _rel(a, b) < 1e-5   # float32 round-off
+
+
+def test_scheduler_add_noise_is_diffusers(unet):
+    from diffusers import DDPMScheduler
+    ours, theirs = SamplerlabScheduler(), DDPMScheduler()
+    x0 = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(10))
+    noise = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(11))
+    for ts in (torch.tensor([999, 500, 0]), torch.tensor(250), 10):
+        ref = theirs.add_noise(x0, noise, torch.as_tensor(ts).reshape(-1).expand(3))
+        got = ours.add_noise(x0, noise, ts)
+        assert got.dtype == x0.dtype and _rel(got, ref) < 1e-6
+    with pytest.raises(ValueError, match="timesteps"):
+        ours.add_noise(x0, noise, torch.tensor([1000, 0, 0]))
+    with pytest.raises(ValueError, match="timesteps"):
+        ours.add_noise(x0, noise, torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="noise has shape"):
+        ours.add_noise(x0, noise[:1], 10)
+
+
+@pytest.mark.parametrize("spacing", ["linspace", "leading"])
+def test_sigma_min_when_the_timesteps_end_at_zero(target, spacing):
+    # linspace (and leading without offset) end at t = 0: sigma_min adds no level there, and
+    # the scheduler's last step (diffusers' h = 0 step) leaves x unchanged
+    sched = SamplerlabScheduler(sampler="dpmpp_2m", final_sigmas_type="sigma_min",
+                                timestep_spacing=spacing)
+    sched.set_timesteps(8)
+    assert sched.timesteps[-1] == 0 and sched.sigmas.numel() == len(sched.timesteps)
+    assert float(sched.sigmas[-1]) == pytest.approx(float(sched.schedule.sigmas[0]), rel=1e-15)
+    model = model_from_denoiser(target.denoiser, sched)
+    x = target.sample(64, generator=torch.Generator().manual_seed(12), sigma=float(sched.sigmas[0]))
+    out = _loop(sched, model, x / torch.sqrt(1 + sched.sigmas[0] ** 2), 8)
+    out = out * torch.sqrt(1 + sched.sigmas[-1] ** 2)
+    assert _rel(out, sample("dpmpp_2m", target.denoiser, x, sched.sigmas)) < 1e-12
+    ddim = grid_from_scheduler(DDIMScheduler(set_alpha_to_one=False), 8)   # 'leading', ends at 0
+    assert ddim.numel() == 8 and float(ddim[-1]) > 0
+
+
+def test_steps_offset_is_ignored_outside_leading_as_in_diffusers():
+    # Stable Diffusion's scheduler config carries steps_offset=1 whatever the spacing
+    for spacing in ("linspace", "trailing"):
+        a = SamplerlabScheduler(timestep_spacing=spacing, steps_offset=1)
+        b = SamplerlabScheduler(timestep_spacing=spacing)
+        a.set_timesteps(10)
+        b.set_timesteps(10)
+        assert a.timesteps.tolist() == b.timesteps.tolist()
+    lead = SamplerlabScheduler(timestep_spacing="leading", steps_offset=1)
+    lead.set_timesteps(10)
+    assert lead.timesteps[-1] == 1
+
+
 # --- bad input --------------------------------------------------------------------------------
 
 def test_bad_input(unet, target):
@@ -266,6 +357,13 @@ def test_bad_input(unet, target):
         sched.step(x[:, :2], sched.timesteps[0], x)
     with pytest.raises(ValueError, match="not one of the scheduler's timesteps"):
         sched.step(x, 998, x)
+    with pytest.raises(ValueError, match="one timestep"):
+        sched.step(x, torch.tensor([999, 999]), x)
+    with pytest.raises(ValueError, match="begin_index"):
+        sched.set_begin_index(4)
+    sched.set_begin_index(1)
+    with pytest.raises(ValueError, match="set_begin_index"):
+        sched.step(x, sched.timesteps[2], x)
 
 
 @pytest.mark.parametrize("variant", ["bh1", "bh2"])
