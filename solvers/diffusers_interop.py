@@ -397,6 +397,17 @@ else:  # pragma: no cover
         return fn
 
 
+def _check_same_shape_floats(first, second) -> None:
+    """Two ``(name, value)`` pairs: both floating-point tensors (TypeError naming the argument),
+    the first of the second's shape (ValueError naming both)."""
+    for name, value in (first, second):
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor")
+    if first[1].shape != second[1].shape:
+        raise ValueError(f"{first[0]} has shape {tuple(first[1].shape)}; expected the shape of "
+                         f"{second[0]} {tuple(second[1].shape)}")
+
+
 class SamplerlabScheduler(*_Base):
     """A diffusers scheduler that runs a samplerlab multistep sampler (module docstring).
 
@@ -544,12 +555,7 @@ class SamplerlabScheduler(*_Base):
         """diffusers' forward noising at integer ``timesteps`` (one, or one per sample):
         ``sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise`` (VP), in ``original_samples``'
         dtype and device (coefficients from the float64 table)."""
-        for name, value in (("original_samples", original_samples), ("noise", noise)):
-            if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-                raise TypeError(f"{name} must be a floating-point tensor")
-        if noise.shape != original_samples.shape:
-            raise ValueError(f"noise has shape {tuple(noise.shape)}; expected the shape of "
-                             f"original_samples {tuple(original_samples.shape)}")
+        _check_same_shape_floats(("noise", noise), ("original_samples", original_samples))
         ts = torch.as_tensor(timesteps).reshape(-1).cpu()
         n_train = self.config.num_train_timesteps
         if ts.is_floating_point() and not torch.equal(ts, ts.round()):
@@ -587,12 +593,7 @@ class SamplerlabScheduler(*_Base):
             raise TypeError(f"step got unsupported argument(s) {sorted(kwargs)}")
         if self.sigmas is None:
             raise ValueError("call set_timesteps before step")
-        for name, value in (("model_output", model_output), ("sample", sample)):
-            if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-                raise TypeError(f"{name} must be a floating-point tensor")
-        if model_output.shape != sample.shape:
-            raise ValueError(f"model_output has shape {tuple(model_output.shape)}; expected the "
-                             f"sample's shape {tuple(sample.shape)}")
+        _check_same_shape_floats(("model_output", model_output), ("sample", sample))
         if self._step_index is None:
             self._step_index = self._index_for(timestep)
             begin = self._step_index if self._begin_index is None else self._begin_index
