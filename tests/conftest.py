@@ -1,13 +1,18 @@
 """Test-suite settings: single-threaded torch (the tensors here are small, and on a 2-core CI
 machine intra-op threads only contend with each other), and a hypothesis profile without
-deadlines (timing is measured in benchmarks/, never asserted in tests)."""
+deadlines (timing is measured in benchmarks/, never asserted in tests). Under CI (``CI`` set in
+the environment) hypothesis is derandomized, so a CI verdict is reproducible; local runs keep
+exploring new examples and report what they find (with the blob to replay it)."""
+import os
+
 import pytest
 import torch
 from hypothesis import settings
 
 torch.set_num_threads(1)
 
-settings.register_profile("samplerlab", deadline=None, print_blob=True)
+settings.register_profile("samplerlab", deadline=None, print_blob=True,
+                          derandomize=bool(os.environ.get("CI")))
 settings.load_profile("samplerlab")
 
 
