@@ -2,7 +2,9 @@
 import pytest
 
 from samplerlab.experiments.studies import STUDIES, load_studies
-from samplerlab.experiments.studies.base import Context, StudyResult, VERDICTS
+from samplerlab.experiments.studies.base import StudyResult, VERDICTS
+
+from _study_checks import test_same_seed_gives_the_same_tables  # noqa: E402,F401
 
 
 STUDY_NAME = "lagrange-order"  # fixtures `study` and `first_run`: tests/conftest.py
@@ -58,8 +60,3 @@ def test_figures_written(first_run):
         assert (out / fig["path"]).with_suffix(".pdf").exists()
         assert fig["caption"]
 
-
-def test_same_seed_gives_the_same_tables(study, first_run, tmp_path):
-    _, result = first_run
-    again = study.run(Context(out=tmp_path, quick=True, seed=0))
-    assert again.tables == result.tables

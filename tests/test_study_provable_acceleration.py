@@ -7,12 +7,14 @@ import torch
 
 from samplerlab.experiments.metrics import tv_gaussian_1d
 from samplerlab.experiments.studies import STUDIES, load_studies
-from samplerlab.experiments.studies.base import VERDICTS, Context
+from samplerlab.experiments.studies.base import VERDICTS
 from samplerlab.experiments.studies.provable_acceleration import (
     chain_coefficients, chain_step_map_1d, half_l1_nodes, schedule_grid, target_1d,
     tv_chain_1d, tv_deterministic_1d)
 from samplerlab.experiments.targets import GaussianMixture
 from samplerlab.solvers import SOLVERS
+
+from _study_checks import test_same_seed_gives_the_same_tables  # noqa: E402,F401
 
 MEAN, VAR = 0.3, 0.25
 
@@ -135,10 +137,3 @@ def test_exact_methods_agree_and_claims(first_run):
     assert all(r["nfe"] == 2 * r["steps"] for r in result.tables["tv_1d"]
                if r["sampler"] == "li_accel_ode")
 
-
-def test_same_seed_gives_the_same_tables(study, first_run, tmp_path):
-    _, result = first_run
-    again = study.run(Context(out=tmp_path, quick=True, seed=0))
-    for name, rows in result.tables.items():
-        if not name.endswith("_timing"):
-            assert again.tables[name] == rows, name

@@ -3,8 +3,10 @@ determinism."""
 import pytest
 
 from samplerlab.experiments.studies import STUDIES, load_studies
-from samplerlab.experiments.studies.base import Context, VERDICTS
+from samplerlab.experiments.studies.base import VERDICTS
 from samplerlab.theory.orders import exp_rk_orders, multistep_orders
+
+from _study_checks import test_same_seed_gives_the_same_tables  # noqa: E402,F401
 
 
 STUDY_NAME = "res-order-conditions"  # fixtures `study` and `first_run`: tests/conftest.py
@@ -57,8 +59,3 @@ def test_claims_and_figures(first_run):
         assert (out / fig["path"]).with_suffix(".pdf").exists()
     assert "stiff order" in result.summary
 
-
-def test_same_seed_gives_the_same_tables(study, first_run, tmp_path):
-    _, result = first_run
-    again = study.run(Context(out=tmp_path, quick=True, seed=0))
-    assert again.tables == result.tables

@@ -8,6 +8,8 @@ from samplerlab.experiments.studies.sign_cancellation import (LOW_NFE_SAMPLERS, 
                                                               steps_for_nfe)
 from samplerlab.experiments.order import estimate_order
 
+from _study_checks import test_same_seed_gives_the_same_tables  # noqa: E402,F401
+
 
 STUDY_NAME = "sign-cancellation"  # fixtures `study` and `first_run`: tests/conftest.py
 
@@ -89,10 +91,3 @@ def test_slope_verdict_rule():
     assert slope_verdict(est, 1.0) == "not reproduced"
     assert slope_verdict(None, 1.0) == "not reproduced"
 
-
-def test_same_seed_gives_the_same_tables(study, first_run, tmp_path):
-    _, result = first_run
-    again = study.run(Context(out=tmp_path, quick=True, seed=0))
-    for name, rows in result.tables.items():
-        if not name.endswith("_timing"):
-            assert again.tables[name] == rows, name

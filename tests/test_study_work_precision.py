@@ -3,9 +3,10 @@ determinism."""
 import pytest
 
 from samplerlab.experiments.studies import STUDIES, load_studies
-from samplerlab.experiments.studies.base import Context
 from samplerlab.experiments.studies.work_precision import deterministic_samplers
 from samplerlab.solvers import SOLVERS
+
+from _study_checks import test_same_seed_gives_the_same_tables  # noqa: E402,F401
 
 CARD_KEYS = {"sampler", "family", "declared", "theory", "measured", "interval", "points"}
 
@@ -51,9 +52,3 @@ def test_figures_and_timing_table_name(first_run):
     for fig in result.figures:
         assert (out / fig["path"]).stat().st_size > 0
 
-
-def test_same_seed_gives_the_same_tables(study, first_run, tmp_path):
-    _, result = first_run
-    again = study.run(Context(out=tmp_path, quick=True, seed=0))
-    keep = lambda t: {k: v for k, v in t.items() if not k.endswith("_timing")}  # noqa: E731
-    assert keep(again.tables) == keep(result.tables)
