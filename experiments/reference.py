@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
-from samplerlab.theory.validation import check_noise_level
+from samplerlab.theory.validation import as_float64_vector, check_noise_level
 
 from samplerlab.experiments.targets import GaussianMixture
 
@@ -197,16 +197,8 @@ def solve_pf_ode_path(target_or_denoiser: Union[GaussianMixture, Denoiser], x: t
     """
     _check_x(x)
     _check_tolerances(rtol, atol)
-    if isinstance(sigmas, torch.Tensor):
-        grid = sigmas.detach().to(device="cpu", dtype=torch.float64).numpy()
-    else:
-        try:
-            grid = np.asarray(sigmas, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise TypeError("sigmas must be a 1-D sequence of noise levels") from None
-    if grid.ndim != 1 or grid.size < 1:
-        raise ValueError(f"sigmas must be a non-empty 1-D sequence, got shape {grid.shape}")
-    if not np.isfinite(grid).all() or (grid < 0).any():
+    grid = as_float64_vector(sigmas, "sigmas", "noise levels")
+    if (grid < 0).any():
         raise ValueError("sigmas must be finite and >= 0")
     if grid.size > 1:
         step = np.diff(grid)

@@ -57,7 +57,7 @@ import numpy as np
 import torch
 
 from . import grids
-from ._checks import check_positive_int, check_sigmas
+from ._checks import as_float64_vector, check_positive_int, check_sigmas
 from .registry import MULTI, get_solver
 from .schedules import (DiscreteVPSchedule, alpha_from_sigma, data_from_eps, data_from_velocity,
                         denoiser_from_eps_model, denoiser_from_v_model, eps_from_data,
@@ -119,16 +119,7 @@ def _check_final(final) -> str:
 
 def _timesteps_array(timesteps, num_train: int) -> np.ndarray:
     """Validated float64 array of (possibly fractional) timesteps, strictly decreasing, in range."""
-    if isinstance(timesteps, torch.Tensor):
-        timesteps = timesteps.detach().cpu().numpy()
-    try:
-        ts = np.asarray(timesteps, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError("timesteps must be a 1-D sequence of numbers") from None
-    if ts.ndim != 1 or ts.size < 1:
-        raise ValueError(f"timesteps must be a non-empty 1-D sequence, got shape {ts.shape}")
-    if not np.isfinite(ts).all():
-        raise ValueError("timesteps must be finite")
+    ts = as_float64_vector(timesteps, "timesteps")
     if ts.min() < 0 or ts.max() > num_train - 1:
         raise ValueError(f"timesteps must lie in the scheduler's range [0, {num_train - 1}], got "
                          f"[{ts.min():g}, {ts.max():g}]")

@@ -199,3 +199,15 @@ def test_bad_input_raises():
         gaussian_flow_closed_form(torch.zeros(2, 2), torch.eye(2), x, 1.0, 0.0)
     with pytest.raises(ValueError, match="cov"):
         gaussian_flow_closed_form(torch.zeros(1), -torch.eye(1), x, 1.0, 0.0)
+
+
+def test_sigmas_and_timesteps_share_one_vector_check():
+    # theory.validation.as_float64_vector: every 1-D list of levels or timesteps, named
+    from samplerlab.theory.validation import as_float64_vector
+    assert as_float64_vector(torch.tensor([3.0, 1.0]), "sigmas").dtype == np.float64
+    with pytest.raises(TypeError, match="sigmas must be a 1-D sequence of noise levels"):
+        as_float64_vector(["a", 1.0], "sigmas", "noise levels")
+    with pytest.raises(ValueError, match="timesteps must be a non-empty 1-D sequence"):
+        as_float64_vector([[1.0, 2.0]], "timesteps")
+    with pytest.raises(ValueError, match="timesteps must be finite"):
+        as_float64_vector([5.0, float("nan")], "timesteps")

@@ -20,6 +20,7 @@ __all__ = [
     "check_same_device_dtype",
     "as_sigma_tensor",
     "check_noise_level",
+    "as_float64_vector",
 ]
 
 
@@ -128,3 +129,19 @@ def check_noise_level(value, name: str = "sigma") -> float:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite noise level >= 0, got {value!r}")
     return value
+
+
+def as_float64_vector(value, name: str, what: str = "numbers") -> np.ndarray:
+    """``value`` (tensor, array or sequence) as a non-empty, finite 1-D float64 numpy array;
+    ``TypeError``/``ValueError`` naming ``name`` (``what`` says what its entries are)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().to(device="cpu", dtype=torch.float64).numpy()
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a 1-D sequence of {what}") from None
+    if arr.ndim != 1 or arr.size < 1:
+        raise ValueError(f"{name} must be a non-empty 1-D sequence, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite")
+    return arr
