@@ -22,7 +22,7 @@ from samplerlab.theory.alpha_bar_chain import lookback_sigmas
 
 from ._checks import check_in_range, check_positive_int
 from .noise import ancestral_split, churn_levels
-from .registry import IMPLICIT, MULTI, PAPERS, PC, SINGLE, SolverSpec, _register
+from .registry import IMPLICIT, MULTI, PAPERS, PC, SINGLE, SolverSpec, register_spec
 
 __all__ = []
 
@@ -79,7 +79,7 @@ def _single(name, method, order, paper, summary, params=None, *, noise=None, ord
         return validate(opts) if validate is not None else opts
 
     stochastic = noise is not None or method in ("li_ddpm", "li_accel_sde")
-    return _register(SolverSpec(name=name, family=SINGLE, order=order, stochastic=stochastic,
+    return register_spec(SolverSpec(name=name, family=SINGLE, order=order, stochastic=stochastic,
                                 paper=paper, summary=summary, defaults=defaults, build=build,
                                 order_fn=order_fn, nfe_per_step=nfe_per_step, validate=check))
 
@@ -133,7 +133,7 @@ def _multistep(name, method, order, paper, summary, params=None, *, steps=None,
             raise ValueError(f"warmup='single_step' supports order <= 4, got order {k}")
         return validate(opts) if validate is not None else opts
 
-    return _register(SolverSpec(name=name, family=MULTI, order=delivered(check(dict(defaults))),
+    return register_spec(SolverSpec(name=name, family=MULTI, order=delivered(check(dict(defaults))),
                                 stochastic=False, paper=paper, summary=summary,
                                 defaults=defaults, build=build, order_fn=delivered,
                                 validate=check))
@@ -149,7 +149,7 @@ def _predictor_corrector(name, method, order, paper, summary, params=None, *, or
         k = o.pop("order")
         return pc_coefficients(method, grid, k, **o)
 
-    return _register(SolverSpec(name=name, family=PC, order=order, stochastic=False,
+    return register_spec(SolverSpec(name=name, family=PC, order=order, stochastic=False,
                                 paper=paper, summary=summary, defaults=defaults, build=build,
                                 order_fn=order_fn, validate=validate))
 
@@ -297,7 +297,7 @@ def _fv_validate(opts):
     return opts
 
 
-_register(SolverSpec(
+register_spec(SolverSpec(
     name="fv_ideal", family=IMPLICIT, order=1, stochastic=False, paper=PAPERS["fv"],
     summary="ideal forward value: x' = e^-h x + (1 - e^-h) D(x', s') solved by fixed-point "
             "iteration (theory checks; NFE depends on the iterations)",
