@@ -283,6 +283,11 @@ class ExpRKTableau:
         """Coefficient of ``x_n`` in stage ``i`` (0-based): ``e^{-c_i h}``."""
         return sympy.exp(-self.c[i] * h)
 
+    def step_coefficients(self, sigma_from, sigma_to):
+        """The linear-step coefficients of this tableau (:mod:`.single_step`, compiled once)."""
+        from samplerlab.theory.single_step import step_coefficients_of
+        return step_coefficients_of(self, sigma_from, sigma_to)
+
     def explicit(self) -> "ExpRKTableau":
         """The same tableau with every ``phi_k`` written out in ``exp`` (:func:`expand_phi`)."""
         return dataclasses.replace(

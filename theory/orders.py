@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Optional, Tuple
+from typing import Tuple
 
 import sympy as sp
 
