@@ -7,6 +7,8 @@ Subcommands:
 * ``samplerlab theory ...`` — print a named tableau or weight set and its order conditions.
 * ``samplerlab bench`` — solver overhead beyond the model, against diffusers' schedulers.
 * ``samplerlab demo`` — sample a 2-D mixture with a few samplers and print their defects.
+* ``samplerlab check NAME | module:attr | file.py:attr [--against a,b] [--quick] [--out DIR]`` —
+  the order card of any sampler (experiments/check.py).
 """
 from __future__ import annotations
 
@@ -49,6 +51,11 @@ def _cmd_reproduce(args) -> int:
         return 2
 
 
+def _cmd_check(args) -> int:
+    from samplerlab.experiments.check import main_check
+    return main_check(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="samplerlab",
@@ -76,6 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     demo.set_defaults(func=_cmd_demo)
+
+    chk = sub.add_parser("check", help="the order card of a sampler: declared, symbolic and "
+                         "measured orders, NFE, defects beside comparison samplers")
+    chk.add_argument("sampler", help="a registered NAME, module:attr or path/to/file.py:attr "
+                     "(a tableau, a SolverSpec or a sampler function)")
+    chk.add_argument("--against", default=None, metavar="A,B",
+                     help="comparison samplers (default: built-ins with the same NFE per step)")
+    chk.add_argument("--quick", action="store_true", help="small sizes, Karras grid only, no TV")
+    chk.add_argument("--out", default="samplerlab_check", help="output folder")
+    chk.add_argument("--seed", type=int, default=0)
+    chk.add_argument("--no-progress", action="store_true", help="no progress bar")
+    chk.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    chk.set_defaults(func=_cmd_check)
 
     from samplerlab.experiments.bench import add_parser as add_bench_parser
     from samplerlab.theory.cli import add_parser as add_theory_parser

@@ -30,6 +30,7 @@ from .registry import (IMPLICIT, MULTI, PAPERS, PC, SINGLE, SOLVERS, OptionRange
                        register_spec)
 
 __all__ = ["register_exp_rk", "register_multistep", "single_step_spec", "multistep_spec",
+           "tableau_spec",
            "NOISE_RANGES"]
 
 
@@ -203,15 +204,23 @@ def register_exp_rk(name: str, c, A, b, *, paper: str = "", summary: str = "",
         raise ValueError(f"sampler {name!r} is already registered; pass overwrite=True to "
                          f"replace it (or unregister({name!r}) first)")
     tab = tableau_from_data(name, c, A, b, source=paper)
+    return register_spec(tableau_spec(tab, paper=paper, summary=summary, noise=noise),
+                         overwrite=overwrite)
+
+
+def tableau_spec(tab, *, paper: str = "", summary: str = "", noise=None) -> SolverSpec:
+    """The (unregistered) :class:`SolverSpec` of an ``ExpRKTableau`` with numeric entries:
+    validated, analysed and compiled as in :func:`register_exp_rk`."""
+    if not tab.name.isidentifier():
+        raise ValueError(f"the tableau's name must be a Python identifier, got {tab.name!r}")
     analysis = analyse_tableau(tab)
     check_limit_weights(tab)
     compile_tableau(tab)                                     # lambdify once, now
     order = analysis.order if noise is None else 1
     text = summary or (f"user exponential RK, {tab.stages} stage(s): stiff order "
                        f"{analysis.stiff_order}, classical {analysis.classical_order}")
-    spec = single_step_spec(name, tab, order, paper or "user-registered tableau", text,
-                            noise=noise, builtin=False, analysis=analysis)
-    return register_spec(spec, overwrite=overwrite)
+    return single_step_spec(tab.name, tab, order, paper or tab.source or "user-registered tableau",
+                            text, noise=noise, builtin=False, analysis=analysis)
 
 
 def register_multistep(name: str, weights, *, prediction: str = "data", order: int,
