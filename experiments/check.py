@@ -274,13 +274,30 @@ def _comparisons(spec, per_step, against):
 
 
 def check(sampler, *, against: Optional[Sequence[str]] = None, quick: bool = False,
-          seed: int = 0, progress: bool = False, out=None, **options) -> CheckReport:
+          seed: int = 0, progress: bool = False, out=None, threads: Optional[int] = 1,
+          **options) -> CheckReport:
     """The order card of ``sampler`` (module docstring) with sampler ``options``.
 
     ``sampler``: a registered name, a :class:`SolverSpec`, an ``ExpRKTableau`` or a plain callable
     with the sample signature. ``against``: comparison sampler names (default: the deterministic
     built-ins with the same NFE per step). ``out``: if given, the card is written there.
+    ``threads``: torch intra-op threads during the check, restored afterwards (default 1: the
+    tensors are tiny; on a loaded 2-core machine 2 threads made the default check 20x slower,
+    benchmarks/check_speed.py); None leaves torch's setting alone.
     """
+    if threads is None:
+        return _check(sampler, against, quick, seed, progress, out, options)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1 or None, got {threads!r}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _check(sampler, against, quick, seed, progress, out, options)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _check(sampler, against, quick, seed, progress, out, options) -> CheckReport:
     spec = as_solver_spec(sampler)
     opts = dict(options)
     spec.options(**opts)  # validate now (names, ranges)
@@ -476,7 +493,7 @@ def main_check(args) -> int:
         sampler = load_sampler(args.sampler)
         against = [a for a in args.against.split(",") if a] if args.against else None
         report = check(sampler, against=against, quick=args.quick, seed=args.seed,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, threads=None)  # the CLI's --threads
     except (ValueError, TypeError, ImportError, AttributeError, FileNotFoundError) as exc:
         print(f"samplerlab check: error: {exc}", file=sys.stderr)
         return 2

@@ -106,3 +106,19 @@ def test_cli_bad_input_is_a_clear_error(arg, match, capsys):
 
 def test_load_sampler_returns_names_unchanged():
     assert load_sampler("res_2s") == "res_2s"
+
+
+def test_readme_example_runs(capsys):
+    """The README "Add your own sampler" snippet, as written, registers and prints a card."""
+    from pathlib import Path
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    section = text.split("## Add your own sampler", 1)[1]
+    code = section.split("```python", 1)[1].split("```", 1)[0]
+    assert len(code.strip().splitlines()) <= 12
+    try:
+        exec(compile(code, "README.md", "exec"), {})
+    finally:
+        if "my_2s" in SOLVERS:
+            unregister("my_2s")
+    out = capsys.readouterr().out
+    assert "Order card: my_2s" in out and "classical order 2, stiff order 2" in out
