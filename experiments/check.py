@@ -41,7 +41,7 @@ import dataclasses
 import math
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -250,7 +250,7 @@ def _agrees(est: dict, claim: float) -> bool:
     return (est["ci_low"] <= claim <= est["ci_high"]) or abs(est["order"] - claim) <= AGREEMENT_TOL
 
 
-def _nfe_per_step(spec, options, target) -> (Optional[float], Optional[bool]):
+def _nfe_per_step(spec, options, target) -> Tuple[Optional[float], Optional[bool]]:
     counts, ok = [], True
     for m in (4, 8):
         sig = grids.karras(m, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX)

@@ -406,7 +406,9 @@ def solver_from_function(fn: Callable, *, name: Optional[str] = None, order=None
 
     ``order``: the declared global order (None: undeclared); ``nfe_per_step``: denoiser calls
     per step (int or ``f(opts)``; the final step to sigma = 0, if any, counts 1), audited by the
-    NFE ledger in ``samplerlab.experiments.check``; ``defaults``: the options ``fn`` takes."""
+    NFE ledger in ``samplerlab.experiments.check``; ``defaults``: the options ``fn`` takes.
+    ``fn`` gets the validated grid tensor and ``generator`` as a ``torch.Generator`` (an int seed
+    is turned into one on x's device) or None; the progress flag is not passed on."""
     if not callable(fn):
         raise TypeError(f"fn must be callable fn(denoiser, x, sigmas, *, generator=None, "
                         f"callback=None, **options), got {type(fn).__name__}")
