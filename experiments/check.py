@@ -47,8 +47,8 @@ import torch
 
 from samplerlab.solvers import SOLVERS, NFECounter, SolverSpec, grids, resolve_solver
 from samplerlab.solvers.progress import Progress
-from samplerlab.theory.exp_rk import EXP_RK_TABLEAUX, ExpRKTableau, TableauAnalysis, \
-    analyse_tableau, get_tableau
+from samplerlab.theory.exp_rk import EXP_RK_TABLEAUX, ExpRKTableau, ParametrisedTableau, \
+    TableauAnalysis, analyse_tableau, get_tableau
 
 from .convergence import defect_sweep, starting_points
 from .order import OrderEstimationError, estimate_order
@@ -104,9 +104,12 @@ def as_solver_spec(sampler) -> SolverSpec:
 
 
 def _symbolic(spec: SolverSpec, options) -> Optional[TableauAnalysis]:
+    method = spec.method
+    if isinstance(method, ParametrisedTableau):
+        opts = spec.options(**options)
+        return analyse_tableau(method.at(**{k: opts[k] for k in method.defaults}))
     if isinstance(spec.analysis, TableauAnalysis):
         return spec.analysis
-    method = spec.method
     if spec.builtin and isinstance(method, str) and method in EXP_RK_TABLEAUX \
             and spec.family == "single_step" and not spec.stochastic:
         opts = spec.options(**options)
@@ -310,6 +313,11 @@ def _check(sampler, against, quick, seed, progress, out, options) -> CheckReport
         from .order_card import theory_order
         theory = theory_order(spec.name)
         theory = "" if theory == "\u2014" else theory
+    elif symbolic is None and spec.family == "multistep" and isinstance(spec.method, str):
+        from samplerlab.theory.orders import multistep_orders
+        k = spec.options(**opts).get("order", None) or _declared_steps(spec)
+        stiff, classical, _ = multistep_orders(spec.method, k)
+        theory = f"{classical} (stiff {stiff}; weights {spec.method!r} with {k} values)"
     per_step, nfe_ok = _nfe_per_step(spec, opts, targets["ring_2d"])
     comps = _comparisons(spec, per_step, against)
     for c in comps:
@@ -344,6 +352,14 @@ def _check(sampler, against, quick, seed, progress, out, options) -> CheckReport
     if out is not None:
         report.write(out)
     return report
+
+
+def _declared_steps(spec) -> int:
+    """Past values of a user multistep method (its declared weight order)."""
+    try:
+        return int(spec.order_for(warmup="single_step"))
+    except ValueError:        # more than 4 values: no single-step starter; the declared order
+        return int(spec.order_for())
 
 
 def _fit_row(tname, gname, rows) -> dict:

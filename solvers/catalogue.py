@@ -11,13 +11,14 @@ derives each coefficient set (follow the ``method`` name).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numpy as np
 
 import samplerlab.theory  # noqa: F401  (registers every step method)
-from samplerlab.theory.exp_rk import analyse_tableau, tableau_from_data
+from samplerlab.theory.exp_rk import ParametrisedTableau, analyse_tableau, tableau_from_data
 from samplerlab.theory.single_step import (PARAM_RANGES, RANGE_RULE, check_limit_weights,
-                                           compile_tableau)
+                                           compile_tableau, exact_param)
 from samplerlab.theory.step_form import step_coefficients
 from samplerlab.theory.multistep import (MULTISTEP_METHODS, PREDICTIONS, MultistepCoefficients,
                                          multistep_coefficients, row_orders)
@@ -179,7 +180,7 @@ def _multistep(name, method, order, paper, summary, params=None, **kw):
 
 # --- a user's own methods: the same builders, the same registration -------------------------
 
-def register_exp_rk(name: str, c, A, b, *, paper: str = "", summary: str = "",
+def register_exp_rk(name: str, c, A, b, *, params=None, paper: str = "", summary: str = "",
                     noise=None, overwrite: bool = False) -> SolverSpec:
     """Register an explicit exponential Runge-Kutta method given as data (DESIGN.md data form)::
 
@@ -197,6 +198,13 @@ def register_exp_rk(name: str, c, A, b, *, paper: str = "", summary: str = "",
     order; ``.analysis`` the :class:`~samplerlab.theory.exp_rk.TableauAnalysis`. ``noise``: as
     the built-ins (None, 'ancestral', 'choice'; then the order is the weak order 1). Returns
     the registered :class:`SolverSpec` (``sample(name, ...)``, ``sample(spec, ...)``).
+
+    ``params``: a family in named parameters, ``{"c2": (default, low, high)}``: the tableau's
+    sympy Symbols of those names become sampler options with that default and closed range
+    (declared once; ``ValueError`` naming the option outside it). The tableau is validated and
+    checked against the weight bound at the default and at both ends of every range at
+    registration, and at every new value on first use; ``.order`` is the derived order at the
+    defaults, ``order_for(c2=...)`` derives it at other values.
     """
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"name must be a Python identifier, got {name!r}")
@@ -204,8 +212,65 @@ def register_exp_rk(name: str, c, A, b, *, paper: str = "", summary: str = "",
         raise ValueError(f"sampler {name!r} is already registered; pass overwrite=True to "
                          f"replace it (or unregister({name!r}) first)")
     tab = tableau_from_data(name, c, A, b, source=paper)
-    return register_spec(tableau_spec(tab, paper=paper, summary=summary, noise=noise),
-                         overwrite=overwrite)
+    if params is None:
+        return register_spec(tableau_spec(tab, paper=paper, summary=summary, noise=noise),
+                             overwrite=overwrite)
+    fam = _parametrised(tab, params)
+    analysis = analyse_tableau(fam.at())
+    ranges = {}
+    for pname, default, low, high in fam.params:
+        ranges[pname] = OptionRange(float(low), float(high), why="declared at registration")
+        for end, which in ((low, "low"), (high, "high")):
+            try:
+                check_limit_weights(fam.at(**{pname: end}))
+            except ValueError as exc:
+                raise ValueError(f"params[{pname!r}]: at its {which} end {float(end):g}: "
+                                 f"{exc}") from None
+    check_limit_weights(fam.at())
+    compile_tableau(fam.at())
+
+    @functools.lru_cache(maxsize=64)
+    def order_at(key):
+        return analyse_tableau(fam.at(**dict(key))).order
+
+    def order_fn(opts):
+        if noise is not None:
+            return 1
+        return order_at(tuple(sorted((k, opts[k]) for k in fam.defaults)))
+
+    text = summary or (f"user exponential RK, {tab.stages} stage(s), parameters "
+                       f"{', '.join(fam.defaults)}: at the defaults stiff order "
+                       f"{analysis.stiff_order}, classical {analysis.classical_order}")
+    defaults = {k: float(v) for k, v in fam.defaults.items()}
+    spec = single_step_spec(name, fam, analysis.order if noise is None else 1,
+                            paper or "user-registered tableau", text, defaults, noise=noise,
+                            builtin=False, analysis=analysis, ranges=ranges, order_fn=order_fn)
+    return register_spec(spec, overwrite=overwrite)
+
+
+def _parametrised(tab, params) -> ParametrisedTableau:
+    """Check ``params`` against the tableau's symbols and build the family value."""
+    if not isinstance(params, dict) or not params:
+        raise TypeError(f"params must be a non-empty dict name -> (default, low, high), got "
+                        f"{type(params).__name__}")
+    symbols = {s.name for s in tab.free_symbols}
+    missing = sorted(symbols - set(params))
+    if missing:
+        raise ValueError(f"params: the tableau uses symbols {missing} that params does not declare")
+    rows = []
+    for pname, spec in params.items():
+        if not isinstance(pname, str) or not pname.isidentifier():
+            raise ValueError(f"params: names must be identifiers, got {pname!r}")
+        if pname not in symbols:
+            raise ValueError(f"params: {pname!r} does not appear in c, A or b")
+        if not isinstance(spec, (tuple, list)) or len(spec) != 3:
+            raise ValueError(f"params[{pname!r}] must be (default, low, high), got {spec!r}")
+        default, low, high = (exact_param(v, f"params[{pname!r}]") for v in spec)
+        if not low <= default <= high:
+            raise ValueError(f"params[{pname!r}]: need low <= default <= high, got {spec!r}")
+        rows.append((pname, default, low, high))
+    return ParametrisedTableau(tab.name, tab.c, tuple(tuple(r) for r in tab.A.tolist()),
+                               tuple(tab.b), tuple(rows))
 
 
 def tableau_spec(tab, *, paper: str = "", summary: str = "", noise=None) -> SolverSpec:

@@ -112,7 +112,7 @@ def test_reregistering_raises_unless_overwrite(fresh):
     ([0, C2], [[0, 0], [C2, 0]], [Phi(1, -h) - 1 / h, 1 / h], "not analytic at h = 0"),
     ([0, C2], [[0, 0], [1, 0]], RES_LIKE, "A: row 1 must sum to c"),
     ([0, -C2], [[0, 0], [-C2, 0]], [Phi(1, -h), 0], "c must hold real numbers >= 0"),
-    ([0, sympy.Symbol("c2")], [[0, 0], [0, 0]], [Phi(1, -h), 0], "c must hold real numbers"),
+    ([0, sympy.Symbol("c2")], [[0, 0], [0, 0]], [Phi(1, -h), 0], "free symbols"),
     ([0, C2], [[0, 0], [C2 * sympy.Symbol("q"), 0]], RES_LIKE, "free symbols"),
     ([0, sympy.Rational(1, 4000)], [[0, 0], [sympy.Rational(1, 4000), 0]],
      [Phi(1, -h) - 2000 * Phi(1, -h), 2000 * Phi(1, -h)], "weight bound"),
@@ -273,3 +273,36 @@ def test_option_schema_lists_defaults_and_ranges():
     assert "0.0005" in schema["c2"] and "default 0.5" in schema["c2"]
     assert "[0, 1]" in schema["eta"]
     assert SOLVERS["dpm_solver_3"].ranges["r1"].low == NODE_MIN
+
+
+# --- a family in named parameters ------------------------------------------------------------
+
+def test_parametrised_tableau_has_a_declared_range_and_derived_orders(fresh, ring):
+    c2 = sympy.Symbol("c2", positive=True)
+    stage = [[0, 0], [c2 * Phi(1, -c2 * h), 0]]
+    res_family = [Phi(1, -h) - Phi(2, -h) / c2, Phi(2, -h) / c2]
+    spec = register_exp_rk("my_family", [0, c2], stage, res_family, params={"c2": (0.5, 0.01, 1)})
+    assert spec.defaults == {"c2": 0.5} and "[0.01, 1]" in spec.option_schema()["c2"]
+    assert spec.order == 2 and spec.order_for(c2=0.25) == 2
+    sig = grids.karras(5, sigma_min=0.05, sigma_max=20.0)
+    x = _x(ring)
+    for v in (0.5, 0.3):     # the family at c2 is the built-in RES-2S at c2, bitwise
+        assert torch.equal(sample("my_family", ring.denoiser, x, sig, c2=v),
+                           sample("res_2s", ring.denoiser, x, sig, c2=v))
+    with pytest.raises(ValueError, match=r"c2 must lie in \[0.01, 1"):
+        sample("my_family", ring.denoiser, x, sig, c2=0.005)
+
+
+def test_parametrised_tableau_bad_params(fresh):
+    c2 = sympy.Symbol("c2", positive=True)
+    stage = [[0, 0], [c2 * Phi(1, -c2 * h), 0]]
+    b = [Phi(1, -h) - Phi(2, -h) / c2, Phi(2, -h) / c2]
+    with pytest.raises(ValueError, match="at its low end"):
+        register_exp_rk("bad", [0, c2], stage, b, params={"c2": (0.5, 1e-5, 1)})
+    with pytest.raises(ValueError, match="does not declare"):
+        register_exp_rk("bad", [0, c2], stage, b, params={"r": (0.5, 0.1, 1)})
+    with pytest.raises(ValueError, match="low <= default <= high"):
+        register_exp_rk("bad", [0, c2], stage, b, params={"c2": (2, 0.1, 1)})
+    with pytest.raises(ValueError, match="free symbols"):
+        register_exp_rk("bad", [0, c2], stage, b)
+    assert "bad" not in SOLVERS

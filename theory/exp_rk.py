@@ -74,7 +74,7 @@ __all__ = ["h", "ExpRKTableau", "StiffCondition", "ConditionCheck", "stiff_order
            "exp_rk_from_sigma_rk", "EXP_RK_TABLEAUX", "get_tableau", "exp_poly_terms",
            "is_identically_zero", "taylor_coefficients", "tidy_phi_expr", "TableauAnalysis",
            "analyse_tableau", "validate_tableau", "tableau_from_data", "limit_tableau",
-           "orders_from_checks", "MAX_ANALYSIS_ORDER", "H_MAX_CHECK"]
+           "orders_from_checks", "MAX_ANALYSIS_ORDER", "H_MAX_CHECK", "ParametrisedTableau"]
 
 #: the step size in lambda, ``h = log(sigma_n / sigma_{n+1})`` (positive symbol)
 h = sympy.Symbol("h", positive=True)
@@ -283,8 +283,10 @@ class ExpRKTableau:
         """Coefficient of ``x_n`` in stage ``i`` (0-based): ``e^{-c_i h}``."""
         return sympy.exp(-self.c[i] * h)
 
-    def step_coefficients(self, sigma_from, sigma_to):
+    def step_coefficients(self, sigma_from, sigma_to, **params):
         """The linear-step coefficients of this tableau (:mod:`.single_step`, compiled once)."""
+        if params:
+            raise ValueError(f"the tableau {self.name!r} takes no parameters, got {sorted(params)}")
         from samplerlab.theory.single_step import step_coefficients_of
         return step_coefficients_of(self, sigma_from, sigma_to)
 
@@ -999,15 +1001,16 @@ def validate_tableau(tab: ExpRKTableau) -> None:
     coefficient with a pole at some ``0 < h <= H_MAX_CHECK`` or not analytic at ``h = 0``;
     ``sum_i b_i != phi_1(-h)`` (condition (1), consistency); stage rows whose ``h -> 0`` limit
     does not sum to the node (``sum_j a_ij(0) = c_i``, the classical row-sum convention)."""
+    if tab.free_symbols:
+        raise ValueError(f"A, b, c must be numbers or expressions in h only; found free symbols "
+                         f"{sorted(map(str, tab.free_symbols))} (substitute their values, or "
+                         f"declare them as options: register_exp_rk(..., params=...))")
     for i, ci in enumerate(tab.c):
         if h in ci.free_symbols:
             continue  # converted methods (heun) have h-dependent nodes
         if ci.free_symbols or not ci.is_real or ci < 0:
             raise ValueError(f"c must hold real numbers >= 0 (stage nodes in lambda), got "
                              f"c[{i}] = {ci}")
-    if tab.free_symbols:
-        raise ValueError(f"A, b, c must be numbers or expressions in h only; found free symbols "
-                         f"{sorted(map(str, tab.free_symbols))} (substitute their values)")
     entries = [("A", f"A[{i}][{j}]", tab.A[i, j]) for i in range(tab.stages) for j in range(i)]
     entries += [("b", f"b[{i}]", tab.b[i]) for i in range(tab.stages)]
     for arg, where, e in entries:
@@ -1067,3 +1070,63 @@ def tableau_from_data(name: str, c, A, b, *, source: str = "") -> ExpRKTableau:
         A = [list(r) if isinstance(r, (list, tuple, np.ndarray)) else r for r in A]
     return ExpRKTableau(name, tuple(c) if isinstance(c, (list, tuple)) else c, A,
                         list(b) if isinstance(b, (list, tuple)) else b, source=source)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParametrisedTableau:
+    """A family of exponential RK tableaux in named parameters (a user's method with options).
+
+    ``c``, ``A``, ``b`` hold sympy Symbols named in ``params``; ``params`` is a tuple of
+    ``(name, default, low, high)`` with exact rational defaults and closed ranges. :meth:`at`
+    substitutes exact values (validated by :func:`validate_tableau` on first use of each value,
+    cached) and :meth:`step_coefficients` compiles them (``samplerlab.theory.single_step``)."""
+
+    name: str
+    c: Tuple
+    A: Tuple
+    b: Tuple
+    params: Tuple
+
+    @property
+    def symbols(self) -> Dict[str, sympy.Symbol]:
+        out = {}
+        for e in list(self.c) + [x for r in self.A for x in r] + list(self.b):
+            for sym in sympy.sympify(e).free_symbols:
+                if sym != h:
+                    out[sym.name] = sym
+        return out
+
+    @property
+    def defaults(self) -> Dict[str, sympy.Rational]:
+        return {p[0]: p[1] for p in self.params}
+
+    def at(self, **values) -> ExpRKTableau:
+        """The numeric tableau at ``values`` (missing ones at their defaults; exact rationals)."""
+        from samplerlab.theory.single_step import exact_param
+        unknown = sorted(set(values) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"{self.name} takes parameters {sorted(self.defaults)}, got {unknown}")
+        merged = {**self.defaults, **values}
+        key = tuple(sorted((k, exact_param(v, k)) for k, v in merged.items()))
+        return _tableau_at(self, key)
+
+    def step_coefficients(self, sigma_from, sigma_to, **values):
+        return self.at(**values).step_coefficients(sigma_from, sigma_to)
+
+
+_TABLEAU_AT_CACHE: Dict = {}
+
+
+def _tableau_at(fam: ParametrisedTableau, key) -> ExpRKTableau:
+    cache_key = (fam, key)
+    if cache_key not in _TABLEAU_AT_CACHE:
+        syms = fam.symbols
+        sub = {syms[k]: v for k, v in key if k in syms}
+        tab = ExpRKTableau(fam.name, tuple(sympy.sympify(e).subs(sub) for e in fam.c),
+                           [[sympy.sympify(e).subs(sub) for e in r] for r in fam.A],
+                           [sympy.sympify(e).subs(sub) for e in fam.b], params=dict(key))
+        validate_tableau(tab)
+        if len(_TABLEAU_AT_CACHE) > 256:
+            _TABLEAU_AT_CACHE.clear()
+        _TABLEAU_AT_CACHE[cache_key] = tab
+    return _TABLEAU_AT_CACHE[cache_key]

@@ -99,9 +99,7 @@ def step_coefficients(method: str, sigma_from, sigma_to, **params) -> StepCoeffi
     """
     if not isinstance(method, str):
         if callable(getattr(method, "step_coefficients", None)):  # a method value (ExpRKTableau)
-            if params:
-                raise ValueError(f"a method value takes no parameters, got {sorted(params)}")
-            return method.step_coefficients(sigma_from, sigma_to)
+            return method.step_coefficients(sigma_from, sigma_to, **params)
         raise TypeError(f"method must be a registered name or a method value with "
                         f"step_coefficients (e.g. an ExpRKTableau), got {type(method).__name__}")
     if method not in STEP_METHODS:
