@@ -73,9 +73,10 @@ from samplerlab.theory.exp_rk import ExpRKTableau, h as H_SYMBOL
 from samplerlab.theory.multistep import MULTISTEP_METHODS, multistep_coefficients, \
     multistep_weights_sym, row_orders
 from samplerlab.theory.phi_functions import PHI_MODULE
+from samplerlab.theory.single_step import NODE_MIN, RANGE_RULE
 
 from .progress import Progress
-from .registry import Family, SolverSpec, register_family, register_spec
+from .registry import Family, OptionRange, SolverSpec, register_family, register_spec
 from . import steppers
 
 __all__ = [
@@ -698,16 +699,6 @@ def _validate(plugin: bool):
             raise TypeError(f"afs must be a bool or None, got {type(opts['afs']).__name__}")
         if pred is not None and any(opts[k] is not None for k in ("r", "c", "a")):
             raise ValueError("give either predictor= or fixed r=/c=/a=, not both")
-        for k, lo in (("r", 0.0), ("c", 0.0), ("a", 0.0)):
-            v = opts[k]
-            for u in (v if isinstance(v, (list, tuple)) else [v]):
-                if u is None:
-                    continue
-                if isinstance(u, bool) or not isinstance(u, numbers.Real) or not math.isfinite(u):
-                    raise ValueError(f"{k} must be finite real numbers, got {u!r}")
-                if u <= lo or (k == "r" and u >= 1.0):
-                    raise ValueError(f"{k} must lie in ({lo}, {'1)' if k == 'r' else 'inf)'}, "
-                                     f"got {u!r}")
         if not plugin and opts.get("order") is not None:
             raise ValueError("order is an option of AMED-Plugin's multistep bases only")
         return opts
@@ -743,13 +734,22 @@ def _order(plugin: bool):
 
 _COMMON = {"predictor": None, "r": None, "c": None, "a": None, "afs": None}
 
+#: the fixed r, c, a (a number or one per step), declared once. r is the intermediate node of
+#: the DPM-Solver-2 tableau (AMED-Solver with c = a = 1 is DPM-Solver-2 at node r), whose h -> 0
+#: limit weights are 1/(2r): the node minimum of theory.single_step (weight bound) applies.
+AMED_RANGES = {
+    "r": OptionRange(NODE_MIN, 1.0, high_open=True, why=RANGE_RULE),
+    "c": OptionRange(0.0, None, low_open=True, why="the step's scale factor"),
+    "a": OptionRange(0.0, None, low_open=True, why="the intermediate noise level's scale"),
+}
+
 register_spec(SolverSpec(
     name="amed", family=LEARNED, order=2, stochastic=False, paper=AMED_PAPER,
     summary="AMED-Solver: Euler to s = t'^r t^(1-r), then x' = x + c (t' - t) d(x_s, a s); r, c, a "
             "from a learned predictor (predictor=AMEDPredictor) or fixed (r=1/2, c=1: "
             "DPM-Solver-2); afs=True saves the first NFE; 2 NFE/step",
     defaults=dict(_COMMON), build=_stepper_builder(False), order_fn=_order(False),
-    validate=_validate(False)))
+    validate=_validate(False), ranges=AMED_RANGES))
 
 register_spec(SolverSpec(
     name="amed_plugin", family=LEARNED, order=2, stochastic=False, paper=AMED_PAPER,
@@ -757,4 +757,4 @@ register_spec(SolverSpec(
             "dpm_solver_2, ipndm or dpmpp_2m (multistep bases run on the refined grid t, s, t', "
             "...); fixed r=1/2, c=1 is the base on the geometric-midpoint refined grid; 2 NFE/step",
     defaults=dict(_COMMON, base="dpm_solver_2", order=None), build=_stepper_builder(True),
-    order_fn=_order(True), validate=_validate(True)))
+    order_fn=_order(True), validate=_validate(True), ranges=AMED_RANGES))

@@ -103,9 +103,12 @@ class OptionRange:
         return f"{kind}{lb}{lo}, {hi}{hb}"
 
     def check(self, value, name: str):
-        """``value`` if admissible, else ``ValueError``/``TypeError`` naming ``name`` and the range."""
+        """``value`` if admissible, else ``ValueError``/``TypeError`` naming ``name`` and the range.
+        A list or tuple (per-step values) is checked element by element."""
         if value is None:
             return value
+        if isinstance(value, (list, tuple)):
+            return type(value)(self.check(v, name) for v in value)
         if self.integer:
             minimum = int(self.low) + int(self.low_open) if self.low is not None else -2 ** 63
             v = check_positive_int(value, name, minimum=minimum)

@@ -262,6 +262,8 @@ def test_res_3s_near_singular_nodes_are_rejected_by_the_weight_bound(ring):
     ("fv_ideal", {"max_iter": 0}, "max_iter must be an integer >= 1"),
     ("lagrange", {"K": 0}, "K must be an integer >= 1"),
     ("lagrange", {"R": -1}, "R must be an integer >= 0"),
+    ("amed", {"r": 1e-5}, r"r must lie in \[0.0005, 1.0\)"),
+    ("amed_plugin", {"c": [1.0, -1.0, 1.0]}, r"c must lie in \(0.0, inf\]"),
 ])
 def test_declared_ranges_name_the_option(name, opts, match, ring):
     with pytest.raises(ValueError, match=match):
