@@ -31,7 +31,6 @@ import math
 import numbers
 from typing import Any, Callable, Dict, Mapping, Optional, Union
 
-import numpy as np
 import torch
 
 from ._checks import check_in_range, check_positive_int, check_same_device_dtype, check_sigmas

@@ -1,6 +1,5 @@
 """A user's own sampler (issue 11): register_exp_rk (validated and analysed by theory/),
 register_multistep, register (any function), unregister; option ranges declared once and derived."""
-import math
 
 import numpy as np
 import pytest

@@ -16,7 +16,6 @@ import sympy as sp
 
 from samplerlab.theory.exp_rk import (check_stiff_conditions, get_tableau, is_identically_zero,
                                       orders_from_checks, taylor_coefficients, tidy_phi_expr)
-from samplerlab.theory.exp_rk import h as H_SYMBOL
 from samplerlab.theory.multistep import kernel_moments_sym, multistep_weights_sym
 
 __all__ = ["exp_rk_orders", "multistep_orders", "KERNELS"]
