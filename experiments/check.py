@@ -481,12 +481,15 @@ def _verdicts(r: CheckReport) -> List[str]:
             out.append(f"1-D TV slope: measured {meas}")
     if fitted and claims:
         bad = sum(1 for o in fitted for _, c in claims if not _agrees(o, c))
+        tv_bad = any("1-D TV slope" in v and "DISAGREES" in v for v in out)
         note = ""
         if bad and r.quick:
             note = (" (--quick sizes, M <= 64 and 16 samples: a disagreement may be "
                     "pre-asymptotic; rerun without --quick)")
+        tv = "" if r.tv is None else (", TV slope disagrees" if tv_bad else ", TV slope agrees"
+                                      if r.tv.get("order") is not None else ", no TV fit")
         out.append(f"summary: {len(fitted)} measured orders, {bad} disagreement(s) with the "
-                   f"claims{note}")
+                   f"claims{tv}{note}")
     return out
 
 
