@@ -122,6 +122,7 @@ class LowRankGaussianMixture(GaussianMixture):
         self._diag = a.to(**cast)                                          # [K, d]
         self._log_2pi = math.log(2.0 * math.pi)
         self._eye_r = torch.eye(r, **cast)
+        self._factors_dkr = self._factors.permute(1, 0, 2).contiguous()   # [d, K, r]
         self._dense = None
         self._cache = {}                                                   # sigma -> per-level tensors
 
@@ -236,12 +237,13 @@ class LowRankGaussianMixture(GaussianMixture):
         k, d, r = self._factors.shape
         v = self._diag + s2
         b = 1.0 / v
-        wk = b[:, :, None] * self._factors                                  # [K, d, r]
-        m = self._eye_r + self._factors.transpose(-1, -2) @ wk              # [K, r, r]
+        w_dkr = self._factors_dkr * b.T[:, :, None]                        # [d, K, r], W_k = b_k U_k
+        m = torch.baddbmm(self._eye_r, self._factors.transpose(-1, -2),
+                          w_dkr.permute(1, 0, 2))                           # [K, r, r]
         chol = torch.linalg.cholesky(m)
         logdet = torch.log(v).sum(-1) + 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
-        w_flat = wk.permute(1, 0, 2).reshape(d, k * r).contiguous()
-        wmu = torch.einsum("kdr,kd->kr", wk, self._means).reshape(k * r)
+        w_flat = w_dkr.view(d, k * r)
+        wmu = torch.einsum("kd,dkr->kr", self._means, w_dkr).reshape(k * r)
         bmu = b * self._means
         mbm = (bmu * self._means).sum(-1)
         level = (b, w_flat, chol, logdet, wmu, bmu, mbm)
