@@ -20,6 +20,7 @@ import torch
 
 from samplerlab.solvers import SOLVERS, NFECounter, sample
 
+from .executors import map_cells
 from .metrics import defect
 from .order import OrderEstimationError, estimate_order
 from .reference import solve_pf_ode
@@ -75,26 +76,37 @@ def defect_sweep(target, samplers: Iterable[SamplerCase], steps: Sequence[int],
         x_start = starting_points(target, n, sigma_max, seed)
     if x_ref is None:
         x_ref = solve_pf_ode(target, x_start, sigma_max, sigma_end)
-    rows = []
-    for label, name, opts in cases:
-        spec = SOLVERS[name]
-        for m in steps:
-            sig = grids[m].to(dtype=x_start.dtype, device=x_start.device)
-            if timing:  # one untimed call first: per-grid coefficient caches, allocator warm-up
-                spec(target.denoiser, x_start, sig, generator=seed, **opts)
-            counted = NFECounter(target.denoiser)
-            start = time.perf_counter()
-            out = spec(counted, x_start, sig, generator=seed, **opts)
-            seconds = time.perf_counter() - start
-            summary = defect(out, x_ref)
-            row = {"sampler": label, "name": name, "steps": m, "nfe": counted.count,
-                   "defect_mean": float(summary.mean), "defect_median": float(summary.median),
-                   "defect_q90": float(summary.quantiles[0.9]), "defect_max": float(summary.max)}
-            if timing:
-                row["seconds"] = seconds
-                row["model_seconds"] = counted.seconds
-            rows.append(row)
-    return rows
+    cells = [(f"{label} M={m}", (target, name, opts, grids[m], x_start, x_ref, seed, timing))
+             for label, name, opts in cases for m in steps]
+    # cells run on the current run's executor (experiments.executors): inline by default,
+    # on worker processes/Dask under `reproduce --jobs/--dask`; merged in this fixed order
+    outs = iter(map_cells(_sweep_cell, cells))
+    return [{"sampler": label, "name": name, "steps": m, **next(outs)}
+            for label, name, _ in cases for m in steps]
+
+
+def _sweep_cell(target, name, opts, sig, x_start, x_ref, seed, timing) -> Dict:
+    """One cell of a sweep: run sampler ``name`` on grid ``sig`` and summarise its defect."""
+    if name not in SOLVERS:
+        raise ValueError(f"sampler {name!r} is not registered in this process (a worker of "
+                         "--jobs/--dask registers only what samplerlab and its imports register; "
+                         "run with --jobs 1 for samplers registered in a notebook or script)")
+    spec = SOLVERS[name]
+    sig = sig.to(dtype=x_start.dtype, device=x_start.device)
+    if timing:  # one untimed call first: per-grid coefficient caches, allocator warm-up
+        spec(target.denoiser, x_start, sig, generator=seed, **opts)
+    counted = NFECounter(target.denoiser)
+    start = time.perf_counter()
+    out = spec(counted, x_start, sig, generator=seed, **opts)
+    seconds = time.perf_counter() - start
+    summary = defect(out, x_ref)
+    row = {"nfe": counted.count,
+           "defect_mean": float(summary.mean), "defect_median": float(summary.median),
+           "defect_q90": float(summary.quantiles[0.9]), "defect_max": float(summary.max)}
+    if timing:
+        row["seconds"] = seconds
+        row["model_seconds"] = counted.seconds
+    return row
 
 
 def fit_order(rows: Sequence[Mapping], sampler: str, *, x: str = "steps",
