@@ -40,15 +40,20 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_reproduce(args) -> int:
+    from samplerlab.experiments.executors import CellError
     from samplerlab.experiments.reproduce import reproduce
 
     try:
         return reproduce(only=args.only, quick=args.quick, device=args.device, dtype=args.dtype,
                          out=args.out, seed=args.seed, progress=not args.no_progress,
-                         report_only=args.report_only)
+                         report_only=args.report_only, jobs=args.jobs, dask=args.dask)
     except ValueError as exc:
         print(f"samplerlab reproduce: error: {exc}", file=sys.stderr)
         return 2
+    except CellError as exc:
+        print(f"samplerlab reproduce: {exc} (outputs of the unfinished study were not written)",
+              file=sys.stderr)
+        return 1
 
 
 def _cmd_check(args) -> int:
@@ -70,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default=None, help="output folder (default: figures/ of the "
                      "source tree, or ./figures)")
     rep.add_argument("--seed", type=int, default=0)
+    rep.add_argument("--jobs", type=int, default=1,
+                     help="run the sweep cells on N local worker processes (default 1: serial); "
+                          "outputs are identical whatever N")
+    rep.add_argument("--dask", metavar="ADDRESS", default=None,
+                     help="run the sweep cells on a Dask cluster (scheduler address; needs "
+                          "pip install 'samplerlab[dask]')")
     rep.add_argument("--no-progress", action="store_true", help="no progress bar")
     rep.add_argument("--report-only", action="store_true",
                      help="run nothing; rewrite REPORT.md from the results stored in --out")

@@ -20,6 +20,7 @@ import torch
 
 from samplerlab.solvers import NFECounter, SolverSpec, resolve_solver
 
+from .executors import SerialExecutor, current_executor, map_cells
 from .metrics import defect
 from .order import OrderEstimationError, estimate_order
 from .reference import solve_pf_ode
@@ -89,26 +90,41 @@ def defect_sweep(target, samplers: Iterable[SamplerCase], steps: Sequence[int],
         x_start = starting_points(target, n, sigma_max, seed)
     if x_ref is None:
         x_ref = solve_pf_ode(target, x_start, sigma_max, sigma_end)
-    rows = []
-    for label, spec, opts in cases:
-        name = spec.name
-        for m in steps:
-            sig = grids[m].to(dtype=x_start.dtype, device=x_start.device)
-            if timing:  # one untimed call first: per-grid coefficient caches, allocator warm-up
-                spec(target.denoiser, x_start, sig, generator=seed, **opts)
-            counted = NFECounter(target.denoiser)
-            start = time.perf_counter()
-            out = spec(counted, x_start, sig, generator=seed, **opts)
-            seconds = time.perf_counter() - start
-            summary = defect(out, x_ref)
-            row = {"sampler": label, "name": name, "steps": m, "nfe": counted.count,
-                   "defect_mean": float(summary.mean), "defect_median": float(summary.median),
-                   "defect_q90": float(summary.quantiles[0.9]), "defect_max": float(summary.max)}
-            if timing:
-                row["seconds"] = seconds
-                row["model_seconds"] = counted.seconds
-            rows.append(row)
-    return rows
+    # cells run on the current run's executor (experiments.executors): inline by default,
+    # on worker processes/Dask under `reproduce --jobs/--dask`; merged in this fixed order.
+    # A worker resolves a built-in by name; other samplers only run inline.
+    inline = isinstance(current_executor(), SerialExecutor)
+    for _, spec, _ in cases:
+        if not inline and not spec.builtin:
+            raise ValueError(f"sampler {spec.name!r} is not a built-in, so worker processes "
+                             "cannot rebuild it: run this sweep with --jobs 1 (serial)")
+    cells = [(f"{label} M={m}", (target, spec if inline else spec.name, opts, grids[m],
+                                 x_start, x_ref, seed, timing))
+             for label, spec, opts in cases for m in steps]
+    outs = iter(map_cells(_sweep_cell, cells))
+    return [{"sampler": label, "name": spec.name, "steps": m, **next(outs)}
+            for label, spec, _ in cases for m in steps]
+
+
+def _sweep_cell(target, sampler, opts, sig, x_start, x_ref, seed, timing) -> Dict:
+    """One cell of a sweep: run ``sampler`` (a SolverSpec, or a built-in's name in a worker
+    process) on grid ``sig`` and summarise its defect."""
+    spec = resolve_solver(sampler)
+    sig = sig.to(dtype=x_start.dtype, device=x_start.device)
+    if timing:  # one untimed call first: per-grid coefficient caches, allocator warm-up
+        spec(target.denoiser, x_start, sig, generator=seed, **opts)
+    counted = NFECounter(target.denoiser)
+    start = time.perf_counter()
+    out = spec(counted, x_start, sig, generator=seed, **opts)
+    seconds = time.perf_counter() - start
+    summary = defect(out, x_ref)
+    row = {"nfe": counted.count,
+           "defect_mean": float(summary.mean), "defect_median": float(summary.median),
+           "defect_q90": float(summary.quantiles[0.9]), "defect_max": float(summary.max)}
+    if timing:
+        row["seconds"] = seconds
+        row["model_seconds"] = counted.seconds
+    return row
 
 
 def fit_order(rows: Sequence[Mapping], sampler, *, x: str = "steps",
