@@ -663,8 +663,13 @@ class AMEDSpec(SolverSpec):
         return stepper.nfe(ends_zero)
 
     def __call__(self, denoiser, x, sigmas, *, generator=None, callback=None, progress=False,
-                 **options):
+                 check_finite=True, check_grid=True, **options):
+        # AMED's coefficients are built per sample at run time: its guard is always on and
+        # check_grid has nothing precomputed to check (both accepted for the common signature)
         sig = self.check_call(denoiser, x, sigmas, callback)
+        steppers.make_generator(generator, x)  # a bad generator is refused as by every sampler
+        steppers.check_flag(progress, "progress"), steppers.check_flag(check_finite, "check_finite")
+        steppers.check_flag(check_grid, "check_grid")
         opts = self.options(**options)
         stepper, ends_zero = self._stepper(sig, opts)
         if stepper.predictor is not None:

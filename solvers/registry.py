@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ._checks import check_in_range, check_positive_int, check_same_device_dtype, check_sigmas
+from ._checks import check_finite as _require_finite, check_grid_conditioning
 from .noise import ancestral_split, churn_levels
 from . import steppers
 
@@ -104,6 +105,8 @@ class SolverSpec:
         m = sig.numel() - 1 - int(ends_zero)
         if self.family == IMPLICIT:
             return None
+        if m < 1:  # a single step to sigma = 0: the final denoising step only
+            return 1
         if self.family == SINGLE:
             per_step = self.nfe_per_step(opts)
             return per_step * m + int(ends_zero)
@@ -127,6 +130,7 @@ class SolverSpec:
             raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
         if x.ndim < 1:
             raise ValueError("x must have a batch dimension, got a 0-d tensor")
+        _require_finite(x, "x")
         sig = check_sigmas(sigmas)
         check_same_device_dtype(x, sig)
         if callback is not None and not callable(callback):
@@ -134,30 +138,30 @@ class SolverSpec:
         return sig
 
     def __call__(self, denoiser, x, sigmas, *, generator=None, callback=None, progress=False,
-                 **options):
+                 check_finite=True, check_grid=True, **options):
         sig = self.check_call(denoiser, x, sigmas, callback)
+        steppers.check_flag(check_finite, "check_finite"), steppers.check_flag(check_grid, "check_grid")
         opts = self.options(**options)
         ends_zero = bool(sig[-1] == 0)
         m = sig.numel() - 1 - int(ends_zero)
         if m < 1:
             # the grid is a single step to sigma = 0: just denoise
-            return steppers._final_denoise(denoiser, x, sig[0], callback, 0)
+            return steppers._final_denoise(denoiser, x, sig[0], callback, 0, check_finite)
         grid = sig.detach().cpu().double().numpy()[: m + 1]
         coeffs = self.build(grid, opts)
+        if check_grid:  # theory.conditioning: no step amplifies model errors beyond its bound
+            check_grid_conditioning(coeffs, grid, x.dtype, self.name)
         gen = steppers.make_generator(generator, x)
+        run = dict(callback=callback, progress=progress, check_finite=check_finite)
         if self.family == SINGLE:
-            return steppers.run_single_step(denoiser, x, sig, coeffs, generator=gen,
-                                            callback=callback, progress=progress)
+            return steppers.run_single_step(denoiser, x, sig, coeffs, generator=gen, **run)
         if self.family == MULTI:
             weights, starter = coeffs
-            return steppers.run_multistep(denoiser, x, sig, weights, starter=starter,
-                                          callback=callback, progress=progress)
+            return steppers.run_multistep(denoiser, x, sig, weights, starter=starter, **run)
         if self.family == PC:
-            return steppers.run_predictor_corrector(denoiser, x, sig, coeffs, callback=callback,
-                                                    progress=progress)
+            return steppers.run_predictor_corrector(denoiser, x, sig, coeffs, **run)
         return steppers.run_implicit_forward_value(denoiser, x, sig, coeffs, tol=opts["tol"],
-                                                   max_iter=opts["max_iter"], callback=callback,
-                                                   progress=progress)
+                                                   max_iter=opts["max_iter"], **run)
 
 
 SOLVERS: Dict[str, SolverSpec] = {}
@@ -192,7 +196,11 @@ def sample(name: str, denoiser, x, sigmas, *, generator=None, callback=None, pro
     ``'sigma'``, ``'sigma_next'``, ``'denoised'`` (the sampler's own tensors, as in k-diffusion:
     they are never modified afterwards, so they may be kept, but must not be modified in place;
     likewise every tensor handed to the denoiser). Options are sampler-specific
-    (``SOLVERS[name].defaults``).
+    (``SOLVERS[name].defaults``). Two checks every sampler takes (README, "Reliability"):
+    ``check_finite=True`` (a non-finite denoiser output or update raises ``FloatingPointError``)
+    and ``check_grid=True`` (a grid on which the sampler's coefficients amplify model errors
+    beyond :mod:`samplerlab.theory.conditioning`'s bound raises ``ValueError``); pass False to
+    skip them (speed; experts' grids).
     """
     return get_solver(name)(denoiser, x, sigmas, generator=generator, callback=callback,
                             progress=progress, **options)
