@@ -209,6 +209,19 @@ def _step_sigmas(sigmas: torch.Tensor):
     return ends_zero, sigmas.numel() - 1 - int(ends_zero)
 
 
+def _check_representable(dtype: torch.dtype, **arrays) -> None:
+    """``ValueError`` naming the grid if a coefficient (or stage noise level) overflows x's dtype
+    (float16 stops at 65504: a look-back level or a weight of a huge step may not fit)."""
+    big = torch.finfo(dtype).max
+    for name, arr in arrays.items():
+        a = np.abs(np.asarray(arr, dtype=np.float64))
+        if a.size and not a.max() < big:
+            n = int(np.unravel_index(np.argmax(a), a.shape)[0])
+            raise ValueError(f"sigmas: the coefficients of step {n} ({name} up to "
+                             f"{a.max():.3g}) overflow x's dtype {dtype} (max {big:.3g}); use a "
+                             f"wider dtype or a finer grid")
+
+
 def _step_lists(coeffs: StepCoefficients):
     """The coefficients of a :class:`StepCoefficients` as nested Python float lists."""
     return (coeffs.stage_x.tolist(), coeffs.stage_w.tolist(), coeffs.out_x.tolist(),
@@ -264,6 +277,9 @@ def run_single_step(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor,
     ends_zero, m = _step_sigmas(sigmas)
     if coeffs.steps != m:
         raise ValueError(f"coefficients cover {coeffs.steps} steps but the grid has {m} positive steps")
+    _check_representable(x.dtype, stage_sigma=coeffs.stage_sigma, stage_x=coeffs.stage_x,
+                         stage_w=coeffs.stage_w, out_x=coeffs.out_x, out_w=coeffs.out_w,
+                         noise=np.concatenate([coeffs.pre_noise, coeffs.post_noise]))
     stage_sigma = torch.as_tensor(coeffs.stage_sigma, dtype=x.dtype, device=x.device)
     lists = _step_lists(coeffs)
     pre = coeffs.pre_noise.tolist()
@@ -313,6 +329,7 @@ def run_multistep(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, coe
     ends_zero, m = _step_sigmas(sigmas)
     if coeffs.out_x.shape[0] != m:
         raise ValueError(f"coefficients cover {coeffs.out_x.shape[0]} steps but the grid has {m}")
+    _check_representable(x.dtype, out_x=coeffs.out_x, weights=coeffs.weights)
     out_x = coeffs.out_x.tolist()
     weights = coeffs.weights.tolist()
     history = deque(maxlen=coeffs.weights.shape[1])
@@ -381,6 +398,9 @@ def run_predictor_corrector(denoiser: Callable, x: torch.Tensor, sigmas: torch.T
     ends_zero, m = _step_sigmas(sigmas)
     if coeffs.pred_out_x.shape[0] != m:
         raise ValueError(f"coefficients cover {coeffs.pred_out_x.shape[0]} steps but the grid has {m}")
+    _check_representable(x.dtype, pred_out_x=coeffs.pred_out_x, pred_w=coeffs.pred_w,
+                         corr_out_x=coeffs.corr_out_x, corr_w=coeffs.corr_w,
+                         corr_new=coeffs.corr_new)
     p_out, p_w = coeffs.pred_out_x.tolist(), coeffs.pred_w.tolist()
     c_out, c_w, c_new = coeffs.corr_out_x.tolist(), coeffs.corr_w.tolist(), coeffs.corr_new.tolist()
     depth = max(coeffs.pred_w.shape[1], coeffs.corr_w.shape[1])
