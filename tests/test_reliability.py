@@ -39,7 +39,7 @@ def test_nan_from_the_denoiser_is_a_floating_point_error_naming_step_sigma_denoi
     with pytest.raises(FloatingPointError, match=r"denoiser returned NaN or inf at .*step.*sigma = "):
         sample(name, _nan_after(1), _x(), GRID, generator=0, **_opts(name))
     # off: the guard is skipped (documented), the NaN reaches the result
-    if SOLVERS[name].family != "learned":   # AMED's guard is always on
+    if SOLVERS[name].family not in ("learned", "implicit"):   # AMED: always on; fv: no fixed point
         out = sample(name, _nan_after(1), _x(), GRID, generator=0, check_finite=False,
                      **_opts(name))
         assert torch.isnan(out).any()
@@ -121,17 +121,38 @@ _STANDARD = [grids.karras, grids.lambda_uniform, grids.sigma_uniform, grids.vp_t
              grids.time_quadratic]
 
 
-@pytest.mark.parametrize("name", [n for n in ALL if SOLVERS[n].family not in ("learned", "implicit")])
-def test_standard_grids_are_well_conditioned(name):
+def _worst(name, make, steps, **options):
     spec = SOLVERS[name]
     worst = 0.0
-    for make in _STANDARD:
-        for m in (2, 3, 5, 10, 30, 100, 300):
-            g = make(m).double().numpy()
-            c = spec.build(g, spec.options())
-            c = c[0] if isinstance(c, tuple) else c
-            worst = max(worst, float(coefficient_amplification(c, g).max()))
-    assert worst < 600 < MAX_AMPLIFICATION, (name, worst)   # measured worst: dpmpp_3m, res_3m
+    for m in steps:
+        g = make(m).double().numpy()
+        g = g[g > 0]
+        c = spec.build(g, spec.options(**options))
+        c = c[0] if isinstance(c, tuple) else c
+        worst = max(worst, float(coefficient_amplification(c, g).max()))
+    return worst
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if SOLVERS[n].family not in ("learned", "implicit")
+                                  and n != "lagrange"])
+def test_standard_grids_are_well_conditioned(name):
+    # measured worst over the five constructors with 5 .. 300 steps: heun 8.0e3 (sigma_uniform,
+    # 5 steps: the last one 16 -> 0.002), dpm_solver_3 876, res_3m 444, dpmpp_3m 251; others < 130
+    worst = max(_worst(name, make, (5, 10, 30, 100, 300)) for make in _STANDARD)
+    assert worst < MAX_AMPLIFICATION, (name, worst)
+    # EDM's Heun is refused on one- to three-step grids only (a step to sigma_to divides its
+    # second stage's error by sigma_to: A = 4e4 for one step 80 -> 0.002)
+    if name == "heun":
+        assert _worst(name, grids.karras, (1,)) > MAX_AMPLIFICATION
+
+
+def test_lagrange_is_well_conditioned_on_its_own_schedule_only():
+    # seed 001's sampler on the Li et al. schedule: A <= 2.3 (K = 2..4); on sigma-uniform grids
+    # its last (huge) step gives A = 4.5e4 even with 100 steps, on 2-3 step Karras grids 1e4-2e5
+    for k in (2, 3, 4):
+        assert _worst("lagrange", grids.li_grid, (10, 30, 100, 300), K=k) < 3
+    assert _worst("lagrange", grids.sigma_uniform, (100,)) > MAX_AMPLIFICATION
+    assert _worst("lagrange", grids.karras, (30, 100)) < 600
 
 
 def _near_duplicate(rel):
@@ -140,8 +161,11 @@ def _near_duplicate(rel):
     return g
 
 
+# f_ddim (first order: one history value) and ipndm (fixed-step weights) do not depend on the
+# node separations, so a near-duplicate level does not amplify anything for them
 @pytest.mark.parametrize("name", [n for n in ALL if SOLVERS[n].family in
-                                  ("multistep", "predictor_corrector")])
+                                  ("multistep", "predictor_corrector")
+                                  and n not in ("f_ddim", "ipndm")])
 def test_near_duplicate_levels_are_refused_naming_grid_index_and_ratio(name):
     x = _x(sigma=80.0)
     with pytest.raises(ValueError, match=r"sigmas is ill-conditioned .* at step 4: .*amplify.*"
@@ -159,7 +183,7 @@ def test_the_refused_grids_are_the_ones_that_blow_up():
     ref = solve_pf_ode(TARGET, x, 80.0, 0.1)
     for name in ("unipc", "f_dpmsolver"):
         bad = sample(name, TARGET.denoiser, x, g, check_grid=False)
-        assert float((bad - ref).abs().max()) > 10
+        assert float((bad - ref).abs().max()) > 5   # base grid: 0.09 (unipc), 0.19
         with pytest.raises(ValueError, match="ill-conditioned"):
             sample(name, TARGET.denoiser, x, g)
     for name in ("dpmpp_2m", "res_2m", "deis"):
