@@ -11,7 +11,7 @@ for VE noise prediction — because a constant model output must be integrated e
 error ``delta`` in each ``F_j`` (round-off, a network's error, the prediction error of a cached
 value) therefore reaches the new state multiplied by at most
 
-    A_n = sum_j |w_{n,j}| / |sum_j w_{n,j}|          (amplification, >= 1; 1 for Euler)
+    A_n = sum_j |w_{n,j}| / |w_euler_n|              (amplification; 1 for Euler)
 
 relative to what Euler makes of it. ``A_n`` is the Lebesgue constant of the interpolation (or
 extrapolation) behind the weights: for Lagrange/Adams weights on nodes ``lambda_{n-j}`` it grows
@@ -37,15 +37,20 @@ The bounds (:func:`amplification_bound`), one per kind of value the weights mult
   ``max(1e4, ROUNDING_BUDGET / eps)`` with ``ROUNDING_BUDGET = 1e-4`` (at most 1e-4 relative
   error from amplified rounding): ``4.5e11`` in float64, ``1e4`` in float32 and below.
 
-Measured (tests/test_conditioning.py, with the exact mixture reference): on every grid
-constructor of :mod:`samplerlab.solvers.grids` with 2 .. 1000 steps every registered sampler
-stays below ``600``; two levels ``1e-12`` (relative) apart give ``A ~ 1e12`` for every multistep
-and predictor-corrector sampler, where UniPC and F-DPMSolver return errors of ``1e7`` .. ``1e9``
-(their caches hold predicted points) while the multistep samplers stay accurate in float64 —
-both are rejected in every dtype (``1e12`` is above both bounds), ``1e-6`` apart only for the
-predictor-corrector samplers in float64. Single steps over huge ranges also exceed the bound
-(EDM's Heun from 80 to 0.002 in one step: ``A ~ 2e4``, its second stage's error divided by
-``sigma_to``; seed 001's Lagrange sampler from 80 to 0.1: ``A ~ 8e4`` with an error of ``3e3``).
+Measured (tests/test_reliability.py, with the exact mixture reference): on the grid
+constructors karras, lambda_uniform, sigma_uniform, vp_time_uniform and time_quadratic with
+5 .. 300 steps every registered sampler but seed 001's Lagrange sampler stays below the bound
+(worst: EDM's Heun 8e3 on a 5-step sigma-uniform grid, whose last step 16 -> 0.002 divides the
+second stage's error by sigma_to; dpm_solver_3 876; res_3m 444; the rest below 260). Heun is
+refused on some one- to three-step grids (one step 80 -> 0.002: ``A = 4e4``). The Lagrange sampler
+stays below 2.3 on its own schedule (Li et al., ``grids.li_grid``) but reaches ``4.5e4`` on a
+100-step sigma-uniform grid (its last, huge step) and ``8e4`` in one step 80 -> 0.1, where its
+error is ``3e3``. Two levels ``1e-12`` (relative) apart give ``A ~ 1e12`` for every multistep
+and predictor-corrector sampler whose weights depend on the node separations: UniPC and
+F-DPMSolver then return errors of ``1e7`` .. ``1e9`` (their caches hold predicted points) while
+the multistep samplers stay accurate in float64 — both are refused (``1e12`` is above both
+bounds); at ``1e-6`` apart only the predictor-corrector samplers are refused in float64, every
+one in float32.
 """
 from __future__ import annotations
 
