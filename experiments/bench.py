@@ -82,6 +82,20 @@ class BenchConfig:
             self.throughput_calls = 10
 
 
+def check_writable(folder: Path, name: str = "out") -> Path:
+    """Create ``folder`` if needed and check a file can be written there (``ValueError`` naming
+    ``name`` otherwise), so a long run does not fail only when it writes its results."""
+    folder = Path(folder)
+    probe = folder / ".samplerlab-write-test"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot write to {str(folder)!r} ({exc.strerror or exc})") from None
+    return folder
+
+
 def default_output_dir() -> Path:
     """``benchmarks/results/`` of the source checkout when running from one, else ``./bench``."""
     here = Path(__file__).resolve().parent.parent
@@ -413,6 +427,7 @@ def run_bench(*, quick: bool = False, out=None, threads: int = 2, samplers=None,
             raise ValueError(f"samplers: {skipped} cannot be benchmarked ({SKIPPED[skipped[0]]})")
     cfg = BenchConfig(quick)
     out = Path(out) if out is not None else default_output_dir()
+    check_writable(out, "out")  # before the run, not after it
     torch_dtypes = [table_dtypes[d] for d in dtypes]
     have_diffusers = False
     if with_diffusers:
