@@ -165,6 +165,11 @@ class GaussianMixture:
                 f"of {float(reach):.3g} (|means| up to {float(mu.abs().max()):.3g}, covariance "
                 f"eigenvalues {float(evals.min()):.3g} .. {float(evals.max()):.3g}) exceed "
                 f"{torch.finfo(work).max * 1e-8:.3g}; rescale the means (and covs)")
+        big = torch.finfo(dtype).max
+        for name, arr in (("means", mu), ("covs", evals), ("covs", covs)):
+            if not bool(arr.abs().max() < big):
+                raise ValueError(f"{name} are not representable in {dtype} (largest "
+                                 f"{float(arr.abs().max()):.3g} > {big:.3g}); use a wider dtype")
         self._work = (None if work == dtype else
                       self._from_eig(w, mu, evals, evecs, kind, covs, work, device))
         cast = dict(dtype=dtype, device=device)
