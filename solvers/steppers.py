@@ -174,10 +174,25 @@ def _coef_text(x_coef, weights) -> str:
 
 
 def _check_update(x_new: torch.Tensor, where: str, x_coef, weights,
-                  check_finite: bool) -> torch.Tensor:
-    """``FloatingPointError`` naming the step and its coefficients if an update is not finite
-    (the inputs were checked: the combination overflowed the dtype)."""
+                  check_finite: bool, sources=()) -> torch.Tensor:
+    """:class:`NonFiniteError` if an update is not finite, naming its cause.
+
+    ``sources``: ``(kind, label, sigma, tensor)`` of the values the update used that were not
+    checked on their own (``kind`` 'denoiser': a model output, e.g. the last stage's or the
+    multistep history's — an output that only feeds the update is checked through it, one
+    reduction instead of two; 'input': a state handed to the denoiser). Scanned only on failure:
+    a non-finite source is reported as the denoiser's (or the overflowed input's) fault,
+    otherwise the update itself overflowed the dtype and its coefficients are named."""
     if check_finite and _nonfinite(x_new):
+        for kind, label, sigma, value in sources:
+            if _nonfinite(value):
+                if kind == "input":
+                    raise NonFiniteError(f"the state passed to the denoiser at {label} holds "
+                                         f"NaN or inf: the update that produced it overflowed")
+                at = "" if sigma is None else f" (sigma = {_sigma_text(sigma)})"
+                raise NonFiniteError(f"denoiser returned NaN or inf at {label}{at}; samplerlab "
+                                     f"never passes a non-finite model output on "
+                                     f"(check_finite=False skips this check)")
         raise NonFiniteError(f"the update at {where} is not finite (overflow of "
                                  f"{x_new.dtype}); its coefficients: {_coef_text(x_coef, weights)}")
     return x_new
@@ -244,11 +259,19 @@ def linear_step(denoiser, x, stage_sigma, stage_x, stage_w, out_x, out_w, *, d0=
     modified.
     """
     ds = [] if d0 is None else [d0]
+    last = len(stage_x) - 1
+    sources = ()
     for j in range(len(ds), len(stage_x)):
         xj = _combine(stage_x[j], x, stage_w[j][:j], ds)
+        # the last stage's output feeds only the update: checked through it (one reduction)
         ds.append(_check_output(denoiser(xj, stage_sigma[j]), x, f"{where}, stage {j}",
-                                sigma=stage_sigma[j], x_in=xj, check_finite=check_finite))
-    return _check_update(_combine(out_x, x, out_w, ds), where, out_x, out_w, check_finite), ds
+                                sigma=stage_sigma[j], x_in=xj,
+                                check_finite=check_finite and j < last))
+        if j == last:
+            sources = (("input", f"{where}, stage {j}", None, xj),
+                       ("denoiser", f"{where}, stage {j}", stage_sigma[j], ds[-1]))
+    return _check_update(_combine(out_x, x, out_w, ds), where, out_x, out_w, check_finite,
+                         sources), ds
 
 
 def _linear_step(denoiser, x, lists, n, stage_sigma, d0=None, check_finite=True):
@@ -343,8 +366,11 @@ def run_multistep(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, coe
         start_lists = _step_lists(starter)
     with Progress(sigmas.numel() - 1, "sampling", enabled=progress) as bar:
         for n in range(m):
+            # checked on its own only where it feeds a further model call (a starter's stages);
+            # otherwise through the update, where the newest value always has a nonzero weight
+            # (one reduction; every older history value entered an update that was checked)
             d = _check_output(denoiser(x, sigmas[n]), x, f"step {n}", sigma=sigmas[n],
-                              check_finite=check_finite)
+                              check_finite=check_finite and n < n_start)
             history.appendleft(_as_prediction(coeffs.prediction, x, d, sigmas[n]))
             if n < n_start:
                 x, _ = _linear_step(denoiser, x, start_lists, n, start_sigma, d0=d,
@@ -352,7 +378,7 @@ def run_multistep(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, coe
             else:
                 w = weights[n][:len(history)]
                 x = _check_update(_combine(out_x[n], x, w, history), f"step {n}", out_x[n], w,
-                                  check_finite)
+                                  check_finite, [("denoiser", f"step {n}", sigmas[n], d)])
             _report(callback, bar, n, x, sigmas, d)
         if ends_zero:
             x = _final_denoise(denoiser, x, sigmas[m], callback, m, check_finite)
@@ -423,13 +449,18 @@ def run_predictor_corrector(denoiser: Callable, x: torch.Tensor, sigmas: torch.T
             xhat = _combine(p_out[n], x, p_w[n][:len(cache)], column(coeffs.pred_prediction))
             needs_eval = c_new[n] != 0.0 or n < m - 1
             if needs_eval:
+                # checked through the corrector update (corr_new != 0 wherever it is evaluated
+                # except before the last step, whose update then uses it through the cache)
                 d_new = _check_output(denoiser(xhat, sigmas[n + 1]), x, f"step {n}",
-                                      sigma=sigmas[n + 1], x_in=xhat, check_finite=check_finite)
+                                      sigma=sigmas[n + 1], x_in=xhat,
+                                      check_finite=check_finite and c_new[n] == 0.0)
                 new = _Evaluation(xhat, d_new, sigmas[n + 1])
                 w = c_w[n][:len(cache)] + [c_new[n]]
                 x = _check_update(_combine(c_out[n], x, w, column(coeffs.corr_prediction)
                                            + [new.prediction(coeffs.corr_prediction)]),
-                                  f"step {n} (corrector)", c_out[n], w, check_finite)
+                                  f"step {n} (corrector)", c_out[n], w, check_finite,
+                                  [("input", f"step {n}", None, xhat),
+                                   ("denoiser", f"step {n}", sigmas[n + 1], d_new)])
                 cache.appendleft(new)
             else:
                 d_new = None

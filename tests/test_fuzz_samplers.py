@@ -146,6 +146,9 @@ def test_sampler_fuzz(name, grid, dtype, shape, n, seed, behaviour, at_call):
         ref = _run(name, TARGETS[(dim, torch.float64)].denoiser, x.double(), sig64)
     except ValueError:
         return
+    except RuntimeError as err:   # fv_ideal's fixed point need not converge (documented)
+        assert name == "fv_ideal" and "did not converge" in str(err), str(err)
+        return
     a = _amplification(name, sig64.tolist())
     eps = torch.finfo(dtype).eps
     scale = max(1.0, float(x.double().abs().max()) if n else 1.0,
