@@ -18,7 +18,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, event, given, settings, strategies as st
 
 from samplerlab.experiments.targets import GaussianMixture
 from samplerlab.solvers import SOLVERS, sample
@@ -106,10 +106,10 @@ def test_sampler_fuzz(name, grid, dtype, shape, n, seed, behaviour, at_call):
     # AMED in half precision: phi of its per-sample steps hits -inf (finding, issue 13; AMED's
     # module is being refactored under issue 11) — fuzzed in float64/float32 only
     assume(not (SOLVERS[name].family == "learned" and dtype in (torch.float16, torch.bfloat16)))
-    event = SHAPES[shape]
-    dim = max(1, math.prod(event))
+    event_shape = SHAPES[shape]
+    dim = max(1, math.prod(event_shape))
     target = TARGETS[(dim, dtype)]
-    x64 = (torch.randn((n,) + event, generator=torch.Generator().manual_seed(seed),
+    x64 = (torch.randn((n,) + event_shape, generator=torch.Generator().manual_seed(seed),
                        dtype=torch.float64) * levels[0])
     x = x64.to(dtype)
     sigmas = torch.tensor(levels, dtype=torch.float64).to(dtype)
@@ -118,12 +118,15 @@ def test_sampler_fuzz(name, grid, dtype, shape, n, seed, behaviour, at_call):
         out = _run(name, den, x, sigmas)
     except Misbehaving:
         assert behaviour == "raise"   # the model's own exception passes through unchanged
+        event("outcome: the model's own exception")
         return
     except RuntimeError as err:      # documented for the implicit sampler only
         assert name == "fv_ideal" and "did not converge" in str(err), str(err)
         return
     except (ValueError, TypeError, FloatingPointError) as err:
         msg = str(err)
+        event(f"outcome: {type(err).__name__}" + (" (ill-conditioned grid)"
+                                                  if "ill-conditioned" in msg else ""))
         if behaviour in ("nan", "inf", "shape"):
             if "denoiser" in msg:
                 return
@@ -132,6 +135,7 @@ def test_sampler_fuzz(name, grid, dtype, shape, n, seed, behaviour, at_call):
             assert behaviour in ("nan", "inf") or "update" in msg, msg
         return
     # a result: the model must have behaved (or its bad call was never made)
+    event("outcome: finite result")
     assert out.shape == x.shape and out.dtype == x.dtype
     assert bool(torch.isfinite(out).all())
     if behaviour in ("nan", "inf", "shape"):
