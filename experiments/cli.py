@@ -24,6 +24,8 @@ def _cmd_demo(args) -> int:
     from samplerlab.experiments.targets import GaussianMixture
     from samplerlab.solvers import SOLVERS, NFECounter, grids, sample
 
+    if args.steps < 1 or args.n < 1:
+        raise ValueError(f"--steps and --n must be >= 1, got --steps {args.steps} --n {args.n}")
     target = GaussianMixture.ring_2d()
     g = torch.Generator().manual_seed(args.seed)
     sigmas = grids.karras(args.steps, append_zero=False)
@@ -40,10 +42,13 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_reproduce(args) -> int:
+    from samplerlab.experiments.bench import check_writable
     from samplerlab.experiments.executors import CellError
     from samplerlab.experiments.reproduce import reproduce
 
     try:
+        if args.out is not None:
+            check_writable(args.out, "--out")
         return reproduce(only=args.only, quick=args.quick, device=args.device, dtype=args.dtype,
                          out=args.out, seed=args.seed, progress=not args.no_progress,
                          report_only=args.report_only, jobs=args.jobs, dask=args.dask)
@@ -128,7 +133,12 @@ def main(argv=None) -> int:
             parser.error(f"--threads must be >= 1, got {threads}")
         import torch
         torch.set_num_threads(threads)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, OSError, FloatingPointError) as exc:
+        # bad input (arguments, an unwritable --out, ...): one line and exit code 2, no traceback
+        print(f"samplerlab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -302,8 +302,11 @@ def kl_gaussian(m1, C1, m2, C2) -> float:
     a = torch.linalg.solve_triangular(L2, a.T, upper=False)
     lam = torch.linalg.eigvalsh(0.5 * (a + a.T))
     u = lam - 1.0
+    # lam - 1 - log lam: through log1p near lam = 1 (no cancellation), through log lam away
+    # from it (log1p(lam - 1) is -inf once lam - 1 rounds to -1, for lam < 1e-16)
+    term = torch.where(u.abs() < 0.5, u - torch.log1p(u), u - torch.log(lam))
     z = torch.linalg.solve_triangular(L2, (m1 - m2).unsqueeze(1), upper=False)
-    return float(0.5 * ((u - torch.log1p(u)).sum() + (z * z).sum()))
+    return float(0.5 * (term.sum() + (z * z).sum()))
 
 
 def _sqrtm_psd(a):
@@ -971,6 +974,9 @@ def tv_kde(samples_p: torch.Tensor, q, *, bandwidth=None, grid_size: int | None 
         bw_p = bw_q = bw
     if (bw_p <= 0).any():
         raise ValueError("samples_p are degenerate (zero spread); cannot choose a bandwidth")
+    if bw_q is not None and (bw_q <= 0).any():
+        raise ValueError("q's samples are degenerate (zero spread); cannot choose a bandwidth "
+                         "(give bandwidth=...)")
     pad_bw = bw_p if bw_q is None else torch.maximum(bw_p, bw_q)
     if range is None:
         allx = torch.cat([s for s in (p, q_samples) if s is not None])
@@ -996,5 +1002,9 @@ def tv_kde(samples_p: torch.Tensor, q, *, bandwidth=None, grid_size: int | None 
         q_val = torch.exp(_call_log_prob(q_logp, pts, "q"))
     p_out = max(0.0, 1.0 - float(p_hat.sum()) * cell)
     q_out = max(0.0, 1.0 - float(q_val.sum()) * cell)
-    return min(1.0, 0.5 * float((p_hat - q_val).abs().sum()) * cell + 0.5 * (p_out + q_out))
+    tv = 0.5 * float((p_hat - q_val).abs().sum()) * cell + 0.5 * (p_out + q_out)
+    if not math.isfinite(tv):  # never hidden by the clamp to 1 (min(1, nan) is 1)
+        raise FloatingPointError("tv_kde: the density estimates are not finite (q's log-density "
+                                 "or the samples overflow)")
+    return min(1.0, tv)
 

@@ -154,8 +154,13 @@ def fit_power_law(n, errors, *, confidence: float = 0.95):
     Returns ``(p, stderr, ci_low, ci_high, a)``; with two points ``stderr`` and the interval are
     ``nan``. Inputs must be positive and finite (see :func:`estimate_order` for validation).
     """
-    x = np.log(np.asarray(n, dtype=np.float64))
-    y = np.log(np.asarray(errors, dtype=np.float64))
+    n_arr = np.asarray(n, dtype=np.float64)
+    e_arr = np.asarray(errors, dtype=np.float64)
+    for name, arr in (("n", n_arr), ("errors", e_arr)):
+        if not (np.isfinite(arr).all() and (arr > 0).all()):
+            raise ValueError(f"{name} must be finite and > 0 for a power-law fit, got {arr.tolist()}")
+    x = np.log(n_arr)
+    y = np.log(e_arr)
     m = x.size
     if m < 2:
         raise ValueError(f"a power-law fit needs at least 2 points, got {m}")

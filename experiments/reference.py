@@ -151,6 +151,24 @@ def _default_switch(target_or_denoiser) -> float:
     return 0.1
 
 
+#: tolerances are raised to at least this many units of the model's rounding (eps of its dtype)
+TOLERANCE_FLOOR_EPS = 100.0
+
+
+def _model_eps(target_or_denoiser, x: torch.Tensor, sigma: float) -> float:
+    """The relative precision of the model's outputs: float64 for a mixture target; for a
+    callable the coarser of ``x``'s dtype and the dtype of one probe output at ``sigma``."""
+    if isinstance(target_or_denoiser, GaussianMixture):
+        return float(torch.finfo(torch.float64).eps)
+    eps = float(torch.finfo(x.dtype).eps)
+    if sigma > 0 and callable(target_or_denoiser):
+        with torch.no_grad():
+            probe = target_or_denoiser(x[:1], torch.tensor(sigma, dtype=x.dtype, device=x.device))
+        if isinstance(probe, torch.Tensor) and probe.is_floating_point():
+            eps = max(eps, float(torch.finfo(probe.dtype).eps))
+    return eps
+
+
 def _check_tolerances(rtol, atol):
     for name, val in (("rtol", rtol), ("atol", atol)):
         if isinstance(val, bool) or not isinstance(val, numbers.Real) or not (
@@ -183,7 +201,11 @@ def solve_pf_ode_path(target_or_denoiser: Union[GaussianMixture, Denoiser], x: t
     x : ``[n, ...]`` starting points at noise level ``sigmas[0]``.
     sigmas : strictly monotone 1-D sequence/array/tensor of noise levels ``>= 0`` (decreasing
         for sampling, increasing for encoding); so 0 can only be an end point.
-    rtol, atol : DOP853 tolerances.
+    rtol, atol : DOP853 tolerances, raised to at least ``TOLERANCE_FLOOR_EPS x eps`` of the
+        model's precision (the dtype it is evaluated in: float64 for a mixture target, ``x``'s
+        dtype or the dtype a callable returns, whichever is coarser; probed with one call):
+        a tolerance below the model's rounding is unreachable and DOP853 would shrink its steps
+        without end (float32 at the default 1e-13 never returned).
     sigma_switch : below this level equation (2) in sigma is used instead of (1) in lambda (only
         for segments that touch 0). Default: the smallest standard deviation of a Gaussian-mixture
         target (``sqrt(min eigenvalue)``), 0.1 for a generic denoiser.
@@ -216,6 +238,9 @@ def solve_pf_ode_path(target_or_denoiser: Union[GaussianMixture, Denoiser], x: t
     elif isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
         raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
 
+    eps = _model_eps(target_or_denoiser, x, float(grid.max()))
+    rtol = max(float(rtol), TOLERANCE_FLOOR_EPS * eps)
+    atol = max(float(atol), TOLERANCE_FLOOR_EPS * eps)
     out = torch.empty((grid.size,) + tuple(x.shape), dtype=x.dtype, device=x.device)
     out[0] = x
     for start in range(0, n, chunk_size):

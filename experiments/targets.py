@@ -41,6 +41,9 @@ __all__ = ["GaussianMixture"]
 _COV_KINDS = ("full", "diagonal", "isotropic")
 
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
 def _as_float64(value, name: str, device) -> torch.Tensor:
     """Convert a tensor/array/sequence/number to a float64 tensor on ``device`` (for validation)."""
     if isinstance(value, torch.Tensor):
@@ -146,7 +149,29 @@ class GaussianMixture:
         self._init_from_eig(w, mu, evals, evecs, kind, c, dtype, device)
 
     def _init_from_eig(self, w, mu, evals, evecs, kind, covs, dtype, device):
-        """Store the validated float64 parameters (and derived tensors) in ``dtype``/``device``."""
+        """Store the validated float64 parameters (and derived tensors) in ``dtype``/``device``.
+
+        Range (``ValueError`` naming ``means``): the squared distances the evaluation forms,
+        ``(|mu|_max + sqrt(e_max))^2 / e_min``, must stay 1e8 below the largest number of the
+        compute dtype (float32 for the half types), so that every point of the mixture's extent
+        has a finite log-density (beyond it the log-sum-exp of -inf's is NaN). Half types
+        (float16, bfloat16) evaluate in float32 and cast the result back: their range (65504)
+        would overflow ``|x|^2`` at sigma = 80."""
+        work = torch.float32 if dtype in _HALF else dtype
+        reach = (mu.abs().max() + evals.abs().max().sqrt()) ** 2 / evals.min()
+        if not bool(reach <= torch.finfo(work).max * 1e-8):
+            raise ValueError(
+                f"means/covs out of range for {dtype} (computed in {work}): squared distances "
+                f"of {float(reach):.3g} (|means| up to {float(mu.abs().max()):.3g}, covariance "
+                f"eigenvalues {float(evals.min()):.3g} .. {float(evals.max()):.3g}) exceed "
+                f"{torch.finfo(work).max * 1e-8:.3g}; rescale the means (and covs)")
+        big = torch.finfo(dtype).max
+        for name, arr in (("means", mu), ("covs", evals), ("covs", covs)):
+            if not bool(arr.abs().max() < big):
+                raise ValueError(f"{name} are not representable in {dtype} (largest "
+                                 f"{float(arr.abs().max()):.3g} > {big:.3g}); use a wider dtype")
+        self._work = (None if work == dtype else
+                      self._from_eig(w, mu, evals, evecs, kind, covs, work, device))
         cast = dict(dtype=dtype, device=device)
         self._kind = kind
         self._weights = w.to(**cast)
@@ -390,6 +415,13 @@ class GaussianMixture:
                               self._kind, covs, self.dtype, self.device)
 
     # ------------------------------------------------------------------ validation helpers
+    def _to_work(self, x, sigma):
+        """``x`` (checked against the target's dtype/device) and ``sigma`` in the compute dtype."""
+        self._flatten(x)
+        if isinstance(sigma, torch.Tensor) and sigma.is_floating_point():
+            sigma = sigma.to(self._work.dtype)
+        return x.to(self._work.dtype), sigma
+
     def _scalar_sigma(self, sigma) -> float:
         return check_noise_level(sigma, "sigma")
 
@@ -457,18 +489,27 @@ class GaussianMixture:
 
     def responsibilities(self, x, sigma) -> torch.Tensor:
         """[n, K] posterior component probabilities ``r_k(x)`` under p_sigma (log-sum-exp)."""
+        if self._work is not None:  # half types: evaluate in float32, cast back
+            xw, sw = self._to_work(x, sigma)
+            return self._work.responsibilities(xw, sw).to(self.dtype)
         x2, _ = self._flatten(x)
         _, _, lj = self._components(x2, self._sigma(sigma, x2))
         return torch.softmax(lj, dim=1)
 
     def log_prob(self, x, sigma=0.0) -> torch.Tensor:
         """[n] ``log p_sigma(x)`` (log-sum-exp over components)."""
+        if self._work is not None:  # half types: evaluate in float32, cast back
+            xw, sw = self._to_work(x, sigma)
+            return self._work.log_prob(xw, sw).to(self.dtype)
         x2, _ = self._flatten(x)
         _, _, lj = self._components(x2, self._sigma(sigma, x2))
         return torch.logsumexp(lj, dim=1)
 
     def score(self, x, sigma) -> torch.Tensor:
         """``grad_x log p_sigma(x) = -sum_k r_k V_k^{-1} (x - mu_k)``, same shape as ``x``."""
+        if self._work is not None:  # half types: evaluate in float32, cast back
+            xw, sw = self._to_work(x, sigma)
+            return self._work.score(xw, sw).to(self.dtype)
         x2, shape = self._flatten(x)
         y, v, lj = self._components(x2, self._sigma(sigma, x2))
         r = torch.softmax(lj, dim=1)
@@ -477,6 +518,9 @@ class GaussianMixture:
     def denoiser(self, x, sigma) -> torch.Tensor:
         """``E[x0 | x0 + sigma eps = x] = sum_k r_k (mu_k + C_k V_k^{-1} (x - mu_k))``, same
         shape as ``x``; returns ``x`` itself where ``sigma == 0``."""
+        if self._work is not None:  # half types: evaluate in float32, cast back
+            xw, sw = self._to_work(x, sigma)
+            return self._work.denoiser(xw, sw).to(self.dtype)
         x2, shape = self._flatten(x)
         s = self._sigma(sigma, x2)
         y, v, lj = self._components(x2, s)
@@ -489,6 +533,9 @@ class GaussianMixture:
         """[n, d, d] ``dD/dx = sum_k r_k C_k V_k^{-1} + sigma^2 Cov_r(g)`` (symmetric), with
         ``g_k = -V_k^{-1}(x - mu_k)``; the identity where ``sigma == 0``. ``x`` of image shape
         is flattened: the Jacobian is always ``[n, d, d]``."""
+        if self._work is not None:  # half types: evaluate in float32, cast back
+            xw, sw = self._to_work(x, sigma)
+            return self._work.denoiser_jacobian(xw, sw).to(self.dtype)
         x2, _ = self._flatten(x)
         s = self._sigma(sigma, x2)
         y, v, lj = self._components(x2, s)

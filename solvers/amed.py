@@ -663,14 +663,18 @@ def _learned_nfe(spec, sig, opts) -> int:
     return stepper.nfe(ends_zero)
 
 
-def _learned_run(spec, denoiser, x, sig, opts, *, generator, callback, progress):
+def _learned_run(spec, denoiser, x, sig, opts, *, generator, callback, progress, check_finite,
+                 check_grid):
+    # AMED's coefficients are built per sample at run time: its per-step guard (linear_step's
+    # output check) is always on and check_grid has nothing precomputed to check (both flags are
+    # accepted for the common signature; the final denoise honours check_finite)
     stepper, ends_zero = spec.build(sig, opts)
     if stepper.predictor is not None:
         _check_predictor_settings(stepper.predictor, stepper.base_name, stepper.afs,
                                   getattr(stepper, "order", None), stepper.sigmas.tolist(), x)
     m = stepper.m
     if m < 1:
-        return steppers._final_denoise(denoiser, x, sig[0], callback, 0)
+        return steppers._final_denoise(denoiser, x, sig[0], callback, 0, check_finite)
     state = stepper.init_state()
     with Progress(sig.numel() - 1, "sampling", enabled=progress) as bar:
         for n in range(m):
@@ -678,7 +682,7 @@ def _learned_run(spec, denoiser, x, sig, opts, *, generator, callback, progress)
             steppers._report(callback, bar, n, x, sig, info["denoised"], r=info["r"],
                              c=info["c"], a=info["a"], sigma_mid=info["sigma_mid"])
         if ends_zero:
-            x = steppers._final_denoise(denoiser, x, sig[m], callback, m)
+            x = steppers._final_denoise(denoiser, x, sig[m], callback, m, check_finite)
             bar.update()
     return x
 

@@ -449,6 +449,10 @@ class SamplerlabScheduler(*_Base):
         self.schedule = DiscreteVPSchedule(self.alphas_cumprod)
         self._prediction = _check_prediction_type(prediction_type)
         _check_final(final_sigmas_type)
+        if timestep_spacing not in grids._SPACINGS:   # refused here, not at set_timesteps
+            raise ValueError(f"timestep_spacing must be one of {grids._SPACINGS}, got "
+                             f"{timestep_spacing!r}")
+        check_positive_int(steps_offset, "steps_offset", 0)
         if not isinstance(sampler, str) or sampler not in scheduler_samplers():
             raise ValueError(f"sampler must be one of the one-evaluation-per-step samplers "
                              f"{scheduler_samplers()}, got {sampler!r}")

@@ -25,9 +25,18 @@ def ancestral_split(sigma_from, sigma_to, eta: float = 1.0):
     eta = check_in_range(eta, "eta", 0.0, None)
     sf = np.asarray(sigma_from, dtype=np.float64)
     st = np.asarray(sigma_to, dtype=np.float64)
-    var = np.clip(st**2 * (sf**2 - st**2) / sf**2, 0.0, None)
-    up = np.minimum(st, eta * np.sqrt(var))
-    down = np.sqrt(np.clip(st**2 - up**2, 0.0, None))
+    ratio2 = (st / sf) ** 2
+    up = np.minimum(st, eta * st * np.sqrt(np.clip(1.0 - ratio2, 0.0, None)))
+    # sigma_down^2 = st^2 - up^2 = st^2 ((1 - eta^2) + eta^2 st^2/sf^2) (0 where up is capped at
+    # st): written without the cancellation of st^2 - up^2, which gives 0 for st << sf (80 -> 1e-8)
+    frac = (1.0 - eta**2) + eta**2 * ratio2
+    down = st * np.sqrt(np.clip(frac, 0.0, None))
+    if eta <= 1.0 and np.any((down == 0) & (st > 0)):
+        k = int(np.flatnonzero((down == 0) & (st > 0))[0])
+        raise ValueError(f"sigmas: the ancestral step {k} from {float(sf.flat[k])!r} to "
+                         f"{float(st.flat[k])!r} leaves sigma_down = sigma_to^2/sigma_from = 0 "
+                         f"(underflow); use a grid whose ratios sigma_to^2/sigma_from stay "
+                         f"above 1e-300, or eta < 1")
     return down, up
 
 

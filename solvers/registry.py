@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Union
 import torch
 
 from ._checks import check_in_range, check_positive_int, check_same_device_dtype, check_sigmas
+from ._checks import check_finite as _require_finite, check_grid_conditioning
 from . import steppers
 
 __all__ = ["SolverSpec", "SOLVERS", "sample", "get_solver", "resolve_solver", "OptionRange",
@@ -130,7 +131,7 @@ class OptionRange:
 @dataclasses.dataclass(frozen=True)
 class Family:
     """How the samplers of one family run: ``run(spec, denoiser, x, sig, opts, *, generator,
-    callback, progress) -> x0`` (``sig`` the validated grid tensor, ``opts`` the validated
+    callback, progress, check_finite, check_grid) -> x0`` (``sig`` the validated grid tensor, ``opts`` the validated
     options, ``generator`` a torch.Generator or None) and ``nfe(spec, sig, opts) -> int | None``.
     What ``spec.build`` returns is private to the family."""
 
@@ -160,14 +161,17 @@ def _steps(sig: torch.Tensor):
 def _precomputed(runner: Callable) -> Callable:
     """A family run for coefficients computed once per grid by ``spec.build(grid, opts)``."""
 
-    def run(spec, denoiser, x, sig, opts, *, generator, callback, progress):
+    def run(spec, denoiser, x, sig, opts, *, generator, callback, progress, check_finite,
+            check_grid):
         m, _ = _steps(sig)
         if m < 1:  # the grid is a single step to sigma = 0: just denoise
-            return steppers._final_denoise(denoiser, x, sig[0], callback, 0)
+            return steppers._final_denoise(denoiser, x, sig[0], callback, 0, check_finite)
         grid = sig.detach().cpu().double().numpy()[: m + 1]
         coeffs = spec.build(grid, opts)
+        if check_grid:  # theory.conditioning: no step amplifies model errors beyond its bound
+            check_grid_conditioning(coeffs, grid, x.dtype, spec.name)
         return runner(denoiser, x, sig, coeffs, opts, generator=generator, callback=callback,
-                      progress=progress)
+                      progress=progress, check_finite=check_finite)
 
     return run
 
@@ -200,18 +204,22 @@ def _pc_nfe(spec, sig, opts):
 
 
 register_family(Family(SINGLE, _precomputed(
-    lambda d, x, sig, c, opts, *, generator, callback, progress: steppers.run_single_step(
-        d, x, sig, c, generator=generator, callback=callback, progress=progress)), _single_nfe))
+    lambda d, x, sig, c, opts, *, generator, callback, progress, check_finite: steppers.run_single_step(
+        d, x, sig, c, generator=generator, callback=callback, progress=progress,
+        check_finite=check_finite)), _single_nfe))
 register_family(Family(MULTI, _precomputed(
-    lambda d, x, sig, c, opts, *, generator, callback, progress: steppers.run_multistep(
-        d, x, sig, c[0], starter=c[1], callback=callback, progress=progress)), _multi_nfe))
+    lambda d, x, sig, c, opts, *, generator, callback, progress, check_finite: steppers.run_multistep(
+        d, x, sig, c[0], starter=c[1], callback=callback, progress=progress,
+        check_finite=check_finite)), _multi_nfe))
 register_family(Family(PC, _precomputed(
-    lambda d, x, sig, c, opts, *, generator, callback, progress: steppers.run_predictor_corrector(
-        d, x, sig, c, callback=callback, progress=progress)), _pc_nfe))
+    lambda d, x, sig, c, opts, *, generator, callback, progress, check_finite: steppers.run_predictor_corrector(
+        d, x, sig, c, callback=callback, progress=progress, check_finite=check_finite)),
+    _pc_nfe))
 register_family(Family(IMPLICIT, _precomputed(
-    lambda d, x, sig, c, opts, *, generator, callback, progress:
+    lambda d, x, sig, c, opts, *, generator, callback, progress, check_finite:
     steppers.run_implicit_forward_value(d, x, sig, c, tol=opts["tol"], max_iter=opts["max_iter"],
-                                        callback=callback, progress=progress)),
+                                        callback=callback, progress=progress,
+                                        check_finite=check_finite)),
     lambda spec, sig, opts: None))
 
 
@@ -230,7 +238,10 @@ def _check_function_output(out, x, name):
     return out
 
 
-def _run_function(spec, denoiser, x, sig, opts, *, generator, callback, progress):
+def _run_function(spec, denoiser, x, sig, opts, *, generator, callback, progress, check_finite,
+                  check_grid):
+    # a user's function: its output is always checked (shape, dtype, finite); check_grid has no
+    # precomputed coefficients to look at
     out = spec.build(denoiser, x, sig, generator=generator, callback=callback, **opts)
     return _check_function_output(out, x, spec.name)
 
@@ -333,6 +344,9 @@ class SolverSpec:
         implicit sampler's fixed-point iterations)."""
         sig = check_sigmas(sigmas)
         opts = self.options(**options)
+        m, _ = _steps(sig)
+        if m < 1 and self.family in (SINGLE, MULTI, PC):
+            return 1  # a single step to sigma = 0: the final denoising step only
         return FAMILIES[self.family].nfe(self, sig, opts)
 
     # -- run -------------------------------------------------------------------------------
@@ -346,6 +360,7 @@ class SolverSpec:
             raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
         if x.ndim < 1:
             raise ValueError("x must have a batch dimension, got a 0-d tensor")
+        _require_finite(x, "x")
         sig = check_sigmas(sigmas)
         check_same_device_dtype(x, sig)
         if callback is not None and not callable(callback):
@@ -353,12 +368,16 @@ class SolverSpec:
         return sig
 
     def __call__(self, denoiser, x, sigmas, *, generator=None, callback=None, progress=False,
-                 **options):
+                 check_finite=True, check_grid=True, **options):
         sig = self.check_call(denoiser, x, sigmas, callback)
+        for flag, what in ((progress, "progress"), (check_finite, "check_finite"),
+                           (check_grid, "check_grid")):
+            steppers.check_flag(flag, what)
         opts = self.options(**options)
         gen = steppers.make_generator(generator, x)
         return FAMILIES[self.family].run(self, denoiser, x, sig, opts, generator=gen,
-                                         callback=callback, progress=progress)
+                                         callback=callback, progress=progress,
+                                         check_finite=check_finite, check_grid=check_grid)
 
 
 SOLVERS: Dict[str, SolverSpec] = {}
@@ -483,7 +502,11 @@ def sample(name: Sampler, denoiser, x, sigmas, *, generator=None, callback=None,
     ``'sigma'``, ``'sigma_next'``, ``'denoised'`` (the sampler's own tensors, as in k-diffusion:
     they are never modified afterwards, so they may be kept, but must not be modified in place;
     likewise every tensor handed to the denoiser). Options are sampler-specific
-    (``SOLVERS[name].defaults``, ranges ``SOLVERS[name].option_schema()``).
+    (``SOLVERS[name].defaults``, ranges ``SOLVERS[name].option_schema()``). Two checks every
+    sampler takes (README, "Reliability"): ``check_finite=True`` (a non-finite denoiser output or
+    update raises ``FloatingPointError``) and ``check_grid=True`` (a grid on which the sampler's
+    coefficients amplify model errors beyond :mod:`samplerlab.theory.conditioning`'s bound
+    raises ``ValueError``); pass False to skip them (speed; experts' grids).
     """
     return resolve_solver(name)(denoiser, x, sigmas, generator=generator, callback=callback,
                                 progress=progress, **options)

@@ -21,7 +21,14 @@ def test_bench_quick_writes_tables(tmp_path):
     text = stream.getvalue()
     assert "overhead" in text and "throughput" in text and "reference" in text
     rows = _rows(tmp_path / "overhead.csv")
-    ours = [r for r in rows if not r["sampler"].startswith(("diffusers:", "floor:"))]
+    ours = [r for r in rows if not r["sampler"].startswith(("diffusers:", "floor:"))
+            and not r["sampler"].endswith(":unguarded")]
+    # the guard-off rows (finite-value guard cost): dpmpp_2m again, with the same NFE
+    unguarded = [r for r in rows if r["sampler"].endswith(":unguarded")]
+    assert {(r["model"], r["sampler"]) for r in unguarded} == {
+        (m, "dpmpp_2m:unguarded") for m in ("cheap", "expensive", "null")}
+    assert all(int(r["nfe"]) == int(r["steps"]) for r in unguarded)
+    assert "guard cost dpmpp_2m" in text
     floors = [r for r in rows if r["sampler"].startswith("floor:")]
     # the floor rows: one model call per step on the same grid, in every (model, dtype)
     assert {(r["model"], r["sampler"]) for r in floors} == {

@@ -52,7 +52,9 @@ def test_nfe_ledger_matches_declared_cost(name, final_zero, target2d):
             sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
         x = target2d.sample(8, generator=torch.Generator().manual_seed(1), sigma=20.0)
         counted = NFECounter(target2d.denoiser)
-        out = sample(name, counted, x, sigmas, generator=0)
+        # the cost is counted on every grid, also where one step from 20 to 0.05 is
+        # ill-conditioned for seed 001's Lagrange sampler (theory.conditioning)
+        out = sample(name, counted, x, sigmas, generator=0, check_grid=False)
         assert counted.count == SOLVERS[name].nfe(sigmas), (name, m, final_zero)
         assert torch.isfinite(out).all()
 

@@ -95,8 +95,9 @@ def parse_params(items) -> Dict[str, Any]:
             raise ValueError(f"--param: bad parameter name {k!r}")
         try:
             out[k] = sympy.Rational(v.strip())
-        except (TypeError, ValueError):
-            raise ValueError(f"--param {k}: expected a number such as 1/3 or 0.5, got {v!r}") from None
+        except (TypeError, ValueError, ZeroDivisionError):
+            raise ValueError(f"--param {k}: expected a finite number such as 1/3 or 0.5, got "
+                             f"{v!r}") from None
     return out
 
 

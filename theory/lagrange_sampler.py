@@ -111,7 +111,10 @@ def lagrange_step(sigma_from, sigma_to, K: int = 2, R: int = None) -> StepCoeffi
     delta = (sf ** 2 - st ** 2) * a0 * a1                   # abar_{t-1} - abar_t, no cancellation
     u = np.linspace(0.0, 1.0, K) if K > 1 else np.ones(1)   # K = 1: the init targets abar_{t-1}
     gam = a0[:, None] + u[None, :] * delta[:, None]          # [M, K]
-    one_minus_gam = one_minus_a0[:, None] - u[None, :] * delta[:, None]
+    # 1 - gamma = (1 - u)(1 - abar_{t-1}) + u (1 - abar_t): a convex combination, no cancellation
+    # (one_minus_a0 - u delta cancels to 0 at u = 1 once sigma_to^2 << sigma_from^2, 80 -> 1e-8)
+    one_minus_gam = ((1.0 - u)[None, :] * one_minus_a0[:, None]
+                     + u[None, :] * (st ** 2 * a1)[:, None])
     sig = np.sqrt(one_minus_gam / gam)
     sig[:, -1] = st
     if K > 1:

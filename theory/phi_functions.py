@@ -101,6 +101,15 @@ class _NumpyOps:
     exp = staticmethod(np.exp)
     expm1 = staticmethod(np.expm1)
     abs = staticmethod(np.abs)
+    log = staticmethod(np.log)
+
+    @staticmethod
+    def log_max(z):
+        return math.log(np.finfo(z.dtype).max)
+
+    @staticmethod
+    def any(mask):
+        return bool(np.any(mask))
 
     @staticmethod
     def full_like(z, v):
@@ -121,6 +130,15 @@ class _TorchOps:
     exp = staticmethod(torch.exp)
     expm1 = staticmethod(torch.expm1)
     abs = staticmethod(torch.abs)
+    log = staticmethod(torch.log)
+
+    @staticmethod
+    def log_max(z):
+        return math.log(torch.finfo(z.dtype).max)
+
+    @staticmethod
+    def any(mask):
+        return bool(mask.any())
 
     @staticmethod
     def full_like(z, v):
@@ -198,6 +216,18 @@ def _phi_array(k: int, z, ops):
     val = ops.expm1(zr) / zr
     for j in range(1, k):
         val = (val - 1.0 / math.factorial(j)) / zr
+    # --- large positive z, where e^z overflows the dtype but phi_k(z) = e^z / z^k (1 - c) may
+    # not: c = e^-z sum_{j<k} z^j / j! (a Poisson(z) tail, < 1e-15 there for k <= 20), each
+    # term formed in logs; the result overflows only where the true value does
+    lim = ops.log_max(z) - 1.0
+    big = z > lim
+    if ops.any(big):
+        zb = ops.where(big, z, ops.full_like(z, lim))
+        logz = ops.log(zb)
+        corr = ops.full_like(z, 0.0)
+        for j in range(k):
+            corr = corr + ops.exp(j * logz - math.lgamma(j + 1) - zb)
+        val = ops.where(big, ops.exp(zb - k * logz) * (1.0 - corr), val)
     return ops.where(small, series, val)
 
 
@@ -216,7 +246,9 @@ def phi(k: int, z):
     dtype and device (float16/bfloat16 are computed in float32 and cast back).
 
     In samplerlab's integrators the argument is ``-h`` or ``-c_i h`` with ``h > 0`` (module
-    docstring).  ``z`` must be finite; ``phi_k(z)`` overflows to ``inf`` for ``z`` above ~709.
+    docstring).  ``z`` must be finite; the result is finite wherever ``phi_k(z)`` is
+    representable in the dtype (``e^z / z^k`` in logs where ``e^z`` alone would overflow: e.g.
+    ``phi_3(100)`` in float32, ``phi_20(800)`` in float64) and ``inf`` only beyond.
     """
     k = _check_k(k)
     if isinstance(z, torch.Tensor):
