@@ -101,3 +101,13 @@ def test_new_rows_are_present(first_run):
     assert "smoother along exact trajectories" in statements
     assert {r["variable"] for r in result.tables["smoothness"]} == {"lambda", "sigma",
                                                                     "VP time t"}
+
+
+def test_churn_heun_loop_shares_the_noise_of_res_sde(first_run):
+    """The EDM churn-Heun comparison uses the noise res_sde draws: the same loop with RES-2S
+    steps reproduces SOLVERS['res_sde'](mode='churn') to round-off."""
+    _, result = first_run
+    rows = result.tables["churn"]
+    checked = [r for r in rows if r["replica_distance"] is not None]
+    assert checked and all(r["replica_distance"] < 1e-10 for r in checked)
+    assert all(r["nfe"] == 2 * r["steps"] for r in rows)
