@@ -93,7 +93,7 @@ def study_settings(quick: bool) -> Dict:
             "lambda_steps": [8, 16, 32, 64, 128, 256],
             "tv_panels": 1500,
             "tv_cases": [(1, None, [16, 32, 64, 128]), (2, None, [16, 32, 64, 128]),
-                         (3, None, [16, 32, 64, 128, 256]), (4, None, [16, 32, 64, 128, 256])],
+                         (3, None, [16, 32, 64, 128]), (4, None, [16, 32, 64, 128])],
             "dims": [1, 2, 4, 8, 16, 32], "dim_seeds": 2, "dim_T": 128, "dim_n": 64,
             "equal_nfe": [30, 60, 120, 240, 480, 960], "equal_nfe_n": 200}
 
