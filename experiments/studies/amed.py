@@ -774,7 +774,8 @@ def _claims(defect_rows, coef_rows, ablation, align, pca_rows, equiv, s) -> List
         verdict = fraction_verdict(under, len(pca_rows))
         claims.append(Claim(
             STUDY, PAPER, "Each sampling trajectory lies almost in a 2-D subspace: the relative "
-            "projection error onto its top-2 PCs stays small (Fig. 4a)", "<= ~8 % (0.08)",
+            "projection error onto its top-2 PCs stays small (Fig. 4a)",
+            "<= ~8 % (0.08; the notes' reading of Fig. 4a)",
             f"max over t per trajectory: median over configs {med:.3g}, worst {worst:.3g}; "
             f"90 % quantile <= 0.08 in {under}/{len(pca_rows)} configs (d, K, anisotropy)",
             verdict, "largest where K and anisotropy are large" + (
@@ -784,7 +785,8 @@ def _claims(defect_rows, coef_rows, ablation, align, pca_rows, equiv, s) -> List
         c1 = float(np.median([r["cumvar_k1_median"] for r in pca_rows]))
         u2 = max(r["unexplained_k2_max"] for r in pca_rows)
         claims.append(Claim(STUDY, PAPER, "Two principal components explain almost all of a "
-                            "trajectory's variance (Fig. 4b)", "~100 % at k = 2",
+                            "trajectory's variance (Fig. 4b)",
+                            "almost all at k = 2 (Fig. 4b; no number)",
                             f"cumulative variance at k = 2: median over configs {100 * c2:.6f} %, "
                             f"smallest single trajectory {100 * c2min:.6f} % (unexplained at most "
                             f"{100 * u2:.1e} %); already {100 * c1:.3f} % at k = 1",
@@ -806,7 +808,8 @@ def _extra_claims(vs_base, ablation, tu_rows, shell_rows) -> List[Claim]:
         n_tv = sum(r["tv_better"] is not None for r in vs_base)
         n_all = sum(r["better_in_all"] for r in vs_base)
         worse = [f"{r['target']} {r['sampler']}@{r['nfe']} ("
-                 + ", ".join(k.replace("defect_", "") for k in ("defect_median", "defect_mean", "tv")
+                 + ", ".join(k.replace("defect_", "")
+                             for k in ("defect_median", "defect_mean", "tv")
                              if r[f"{k}_better"] is False) + ")"
                  for r in vs_base if not r["better_in_all"]]
         at5 = [r for r in vs_base if r["nfe"] == 5]

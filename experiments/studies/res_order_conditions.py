@@ -364,8 +364,9 @@ def churn_rows(target, tname, ctx, n: int, seed: int, steps_list) -> List[dict]:
                      "moment_error_res": _moment_error(out["res_sde"], target, SIGMA_MIN),
                      "moment_error_heun": _moment_error(out["heun"], target, SIGMA_MIN),
                      "mc_standard_error": se,
-                     "replica_distance": (float((out["res_sde"] - out["res_2s replica"]).abs().max())
-                                          if "res_2s replica" in out else None)})
+                     "replica_distance": (
+                         float((out["res_sde"] - out["res_2s replica"]).abs().max())
+                         if "res_2s replica" in out else None)})
     return rows
 
 

@@ -704,8 +704,8 @@ def run_sign_cancellation(ctx: Context) -> StudyResult:
     summary = (f"Opposite signs at M >= 16: min fraction {opp:.4f}; orders |e_DDIM| {q('e_DDIM')}; "
                f"|e_FV| {q('e_FV')}; |e_DDIM + e_FV| {q('e_DDIM + e_FV')}.\n"
                f"|F-DDIM - FV|: {q('F-DDIM - FV')}; F-DDIM defect: {q('e_F-DDIM')}. Low NFE: see "
-               f"{STUDY}__low_nfe.csv (F-DDIM vs DDIM, DPM-Solver-2, DPM-Solver-3, DPM-Solver++(2M), UniPC, "
-               "DEIS at equal NFE).")
+               f"{STUDY}__low_nfe.csv (F-DDIM vs DDIM, DPM-Solver-2, DPM-Solver-3, "
+               "DPM-Solver++(2M), UniPC, DEIS at equal NFE) and the rows above.")
     settings = {"targets": {"1-D two-mode": "GaussianMixture.two_mode_1d()",
                             "2-D anisotropic": "GaussianMixture.random_anisotropic(2, 3, seed=1)"},
                 "grid": f"grids.karras(M, {SIGMA_MIN}, {SIGMA_MAX}, rho={RHO}) (ends at "
