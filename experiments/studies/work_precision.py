@@ -150,7 +150,16 @@ def run_work_precision(ctx: Context) -> StudyResult:
     for o in order_rows:
         o["verdict"] = order_verdict(None if o["order"] is None else
                                      (o["order"], o["ci_low"], o["ci_high"]), o["declared"])
+    for o in order_rows:
+        nominal = theory_order(o["name"]).split(" ")[0]
+        o["theory_order"] = int(nominal) if nominal.isdigit() else None
+        o["verdict_vs_theory"] = (None if o["theory_order"] is None else order_verdict(
+            None if o["order"] is None else (o["order"], o["ci_low"], o["ci_high"]),
+            o["theory_order"]))
     agree = [o for o in order_rows if o["verdict"] == "reproduced"]
+    n_pre = sum(o["verdict"] == "pre-asymptotic" for o in order_rows)
+    n_theory = sum(o["verdict"] != "reproduced" and o["verdict_vs_theory"] == "reproduced"
+                   for o in order_rows)
     above = [o for o in order_rows if o["verdict"] != "reproduced" and o["order"] is not None
              and o["order"] > o["declared"]]
     below = [o for o in order_rows if o["verdict"] != "reproduced" and o not in above]
@@ -168,9 +177,11 @@ def run_work_precision(ctx: Context) -> StudyResult:
         check_verdict(fraction_verdict(len(agree), len(order_rows))),
         "a check of the registry, not a paper claim; all fitted slopes match" if not above and
         not below else
-        "a check of the registry, not a paper claim; the other slopes are off in the measured "
-        "range of M: pre-asymptotic behaviour, or (for orders capped by low-order warm-up/final "
-        "steps) those steps still negligible; per-sampler numbers in the orders table",
+        f"a check of the registry, not a paper claim; of the {len(order_rows) - len(agree)} "
+        f"others, {n_pre} are within 0.5 (pre-asymptotic) and {n_theory} agree with theory/'s "
+        "nominal order instead (orders capped by low-order warm-up/final steps, whose error is "
+        "still negligible at M <= 256, see the order card); per-sampler numbers in the orders "
+        "table",
         kind="check")]
     summary = (f"Work-precision of {len(names)} deterministic samplers on the 2-D ring and a "
                f"d = {D_HIGH} anisotropic mixture (Karras 80 -> 0.002): {len(agree)}/"
