@@ -5,9 +5,10 @@ from pathlib import Path
 from typing import Iterable, List, Sequence
 
 from .io import atomic_write_bytes
-from .studies.base import Claim, StudyResult
+from .studies.base import (CHECK_VERDICTS, CLAIM_VERDICTS, VERDICT_RULES, Claim,
+                           StudyResult)
 
-__all__ = ["render_report", "write_report"]
+__all__ = ["render_report", "write_report", "tally", "verdict_rules_text"]
 
 
 def _md_escape(text: str) -> str:
@@ -24,15 +25,42 @@ def _claims_table(claims: Sequence[Claim]) -> List[str]:
     return lines
 
 
+def tally(claims: Sequence[Claim]) -> str:
+    """One line per kind: how many paper claims and internal checks got each verdict."""
+    out = []
+    for kind, order, title in (("claim", CLAIM_VERDICTS, "Paper claims"),
+                               ("check", CHECK_VERDICTS, "Internal checks")):
+        sel = [c for c in claims if c.kind == kind]
+        counts = [(v, sum(c.verdict == v for c in sel)) for v in order]
+        out.append(f"{title} ({len(sel)}): "
+                   + (", ".join(f"{v}: {n}" for v, n in counts if n) or "none") + ".")
+    return "\n".join(out)
+
+
+def verdict_rules_text() -> List[str]:
+    """The written verdict rules, as Markdown lines."""
+    lines = ["Verdict rules (applied by the pure functions in experiments/studies/base.py; every "
+             "row's verdict follows from one of them):", ""]
+    lines += [f"* **{v}**: {rule}" for v, rule in VERDICT_RULES.items()]
+    lines += ["* Internal checks (a reconstruction's rule, a cost formula, a cross-check of two "
+              "measurements, an identity) are not paper claims: they read **passed** / "
+              "**failed** under the rules of reproduced / not reproduced (pre-asymptotic and "
+              "partly as above), and are tallied and tabled separately."]
+    return lines
+
+
 def render_report(results: Iterable[StudyResult], *, header: str, order_card: List[dict] = None) -> str:
     results = list(results)
     lines = ["# samplerlab — claims report", "", header, ""]
-    all_claims = [c for r in results for c in r.claims]
-    counts = {}
-    for c in all_claims:
-        counts[c.verdict] = counts.get(c.verdict, 0) + 1
-    lines.append("Verdicts: " + ", ".join(f"{v}: {n}" for v, n in sorted(counts.items())) + ".")
-    lines += ["", "## Claims", ""] + _claims_table(all_claims) + [""]
+    all_rows = [c for r in results for c in r.claims]
+    claims = [c for c in all_rows if c.kind == "claim"]
+    checks = [c for c in all_rows if c.kind == "check"]
+    for line in tally(all_rows).split("\n"):
+        lines += [line, ""]
+    lines += verdict_rules_text()
+    lines += ["", "## Paper claims", ""] + _claims_table(claims) + [""]
+    if checks:
+        lines += ["## Internal checks", ""] + _claims_table(checks) + [""]
     if order_card:
         lines += ["## Order card", "",
                   "Declared order (registry), order from theory/'s conditions, and the measured "

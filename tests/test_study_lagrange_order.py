@@ -60,3 +60,18 @@ def test_figures_written(first_run):
         assert (out / fig["path"]).with_suffix(".pdf").exists()
         assert fig["caption"]
 
+
+
+def test_equal_nfe_rows_spend_the_budget_and_checks_are_marked(first_run):
+    """Every sampler of the equal-NFE comparison spends exactly each budget (ledger count), and the
+    reconstruction's parity rule and the cost formula are checks, not paper claims."""
+    _, result = first_run
+    rows = result.tables["equal_nfe"]
+    budgets = sorted({r["nfe"] for r in rows})
+    assert budgets == [30, 60, 120]
+    for r in rows:
+        assert r["steps"] * r["nfe_per_step"] == r["nfe"], r
+    assert {r["nfe_per_step"] for r in rows} == {1, 2, 3, 5, 10}
+    kinds = {c.statement.split(":")[0]: c.kind for c in result.claims}
+    assert kinds["parity rule"] == "check" and kinds["cost"] == "check"
+    assert any("iterations" in c.paper_value for c in result.claims if c.kind == "claim")

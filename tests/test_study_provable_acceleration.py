@@ -137,3 +137,25 @@ def test_exact_methods_agree_and_claims(first_run):
     assert all(r["nfe"] == 2 * r["steps"] for r in result.tables["tv_1d"]
                if r["sampler"] == "li_accel_ode")
 
+
+
+def test_gain_verdict_rule_and_evaluation_count_row(first_run):
+    """An exponent gain below 0.25 (or with an interval containing 0) is 'no separation', never
+    'partly'; the TV cross-check is a check; the 'same score evaluations' row counts the ledger."""
+    from samplerlab.experiments.studies.provable_acceleration import gain_verdict, nfe_per_step
+
+    def row(o, lo, hi):
+        return {"order": o, "ci_low": lo, "ci_high": hi}
+    assert gain_verdict(row(1.02, 1.01, 1.03), row(1.00, 1.00, 1.01), 0.5)[0] == "no separation"
+    assert gain_verdict(row(1.91, 1.85, 1.97), row(1.00, 1.00, 1.00), 1.0)[0] == "pre-asymptotic"
+    assert gain_verdict(row(2.0, 1.98, 2.02), row(1.0, 0.99, 1.01), 1.0)[0] == "reproduced"
+    assert gain_verdict(None, row(1.0, 0.99, 1.01), 1.0)[0] == "not measured"
+    per_step = nfe_per_step()
+    assert per_step["li_accel_ode"] == 2 * per_step["li_ddim"] == 2
+    assert per_step["li_accel_ode_1nfe"] == per_step["li_ddim"]
+    _, result = first_run
+    kinds = {c.statement[:30]: c.kind for c in result.claims}
+    assert kinds["the two exact 1-D TV methods a"] == "check"
+    sde = next(c for c in result.claims if c.statement.startswith("the accelerated SDE sampler "
+                                                                  "improves"))
+    assert sde.verdict in ("no separation", "reproduced", "pre-asymptotic", "not reproduced")

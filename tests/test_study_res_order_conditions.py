@@ -59,3 +59,55 @@ def test_claims_and_figures(first_run):
         assert (out / fig["path"]).with_suffix(".pdf").exists()
     assert "stiff order" in result.summary
 
+
+
+def test_local_error_has_the_classical_order_at_small_h(first_run):
+    """The one-step errors behind the stiff-vs-classical row: at h <= 0.2 each sampler's local
+    error falls with its classical local order p + 1 (within 0.5: pre-asymptotic allowed), so the
+    large-h comparison is between methods that agree classically."""
+    from samplerlab.experiments.order import estimate_order
+    _, result = first_run
+    rows = result.tables["local_error"]
+    for name, p in (("dpmpp_2s", 2), ("res_2s", 2), ("dpm_solver_3", 3), ("res_3s", 3)):
+        sel = sorted((r for r in rows if r["name"] == name and r["h"] <= 0.2), key=lambda r: r["h"])
+        est = estimate_order([1 / r["h"] for r in sel], [r["local_error_median"] for r in sel])
+        assert abs(est.order - (p + 1)) <= 0.5, (name, est)
+
+
+def test_smoothness_chain_rule_on_a_known_function():
+    """The VP-time chain rule: lambda(t) = -log sigma(t); its derivatives match finite
+    differences, and sigma(t(s)) inverts _vp_time."""
+    import numpy as np
+    from samplerlab.experiments.studies.res_order_conditions import (
+        VP_BETA_MAX, VP_BETA_MIN, _lambda_derivatives_vp, _vp_time)
+    sig = np.array([0.01, 0.3, 2.0, 40.0])
+    t = _vp_time(sig)
+    bd = VP_BETA_MAX - VP_BETA_MIN
+    back = np.sqrt(np.expm1(VP_BETA_MIN * t + 0.5 * bd * t ** 2))
+    assert np.allclose(back, sig, rtol=1e-12)
+
+    def lam(tt):
+        return -0.5 * np.log(np.expm1(VP_BETA_MIN * tt + 0.5 * bd * tt ** 2))
+    e = 1e-5 * t
+    l1, l2 = _lambda_derivatives_vp(t)
+    assert np.allclose(l1, (lam(t + e) - lam(t - e)) / (2 * e), rtol=1e-6)
+    assert np.allclose(l2, (lam(t + e) - 2 * lam(t) + lam(t - e)) / e ** 2, rtol=1e-3)
+
+
+def test_new_rows_are_present(first_run):
+    _, result = first_run
+    statements = " ".join(c.statement for c in result.claims)
+    assert "RES-3S (3 stages)" in statements and "stiff order decides" in statements
+    assert "smoother along exact trajectories" in statements
+    assert {r["variable"] for r in result.tables["smoothness"]} == {"lambda", "sigma",
+                                                                    "VP time t"}
+
+
+def test_churn_heun_loop_shares_the_noise_of_res_sde(first_run):
+    """The EDM churn-Heun comparison uses the noise res_sde draws: the same loop with RES-2S
+    steps reproduces SOLVERS['res_sde'](mode='churn') to round-off."""
+    _, result = first_run
+    rows = result.tables["churn"]
+    checked = [r for r in rows if r["replica_distance"] is not None]
+    assert checked and all(r["replica_distance"] < 1e-10 for r in checked)
+    assert all(r["nfe"] == 2 * r["steps"] for r in rows)

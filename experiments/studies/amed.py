@@ -34,9 +34,25 @@ What is measured
   ``||x_t - x~_t|| / ||x_t||`` (the paper's normalisation) and also ``/ ||x_T - x_0||``, and
   the cumulative percent variance against the number of PCs, across d, K and anisotropy
   (eigenvalues equal / spread over 0.01-1 / over 1e-4-1).
+* **Equal NFE against the own base**: each trained AMED-Plugin against its base solver at the
+  same NFE (the base without AFS where it reaches that NFE, else its r = 1/2, c = 1 version with
+  AFS), median, mean and TV side by side, and where any of them gets worse.
+* **The paper's time-uniform grid** for AMED-Solver (notes A7: uniform in a VP time; here the
+  linear-beta VP time, t in [t(0.002), t(80)], which gives 80, 7.01, 1.31, 0.002 at N = 4 against
+  the paper's 80, 6.95, 1.29, 0.002): trained vs r = 1/2, c = 1 at NFE 5.
+* **Thin shell (Lemma 1 / Proposition 1)**: the relative width std/mean of ||x_sigma|| for exact
+  samples of the noised marginal of random anisotropic 4-component mixtures in d = 4 .. 1024, at
+  sigma = 1, 10, 80; concentration means the width falls like d^-1/2 (fitted slope).
+
+Verdicts follow the written rules of ``studies.base``. Two of the seed's statements cannot fail
+in this setup and say so: the learned c_n stays within 1 +- 0.01 because S_d = 0.01 confines it,
+and "2 PCs explain ~100 %" when one PC already explains >= 99.9 %. The Fig. 5 grid search is
+scored on held-out trajectories (the search runs on one set of starting points, the alignment is
+measured on another), so it can fail.
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -56,7 +72,9 @@ from samplerlab.experiments.targets import GaussianMixture  # noqa: E402
 from samplerlab.solvers import NFECounter, SOLVERS, grids  # noqa: E402
 import samplerlab.solvers.amed  # noqa: E402,F401  (registers amed, amed_plugin)
 
-from .base import Claim, Context, StudyResult, register_study  # noqa: E402
+from .base import (Claim, Context, StudyResult, check_verdict, fraction_verdict,  # noqa: E402
+                   order_verdict, register_study)
+from samplerlab.experiments.order import OrderEstimationError, estimate_order  # noqa: E402
 from samplerlab.experiments.plotting import paper_label  # noqa: E402
 
 __all__ = ["run_amed", "study_settings", "CONFIGS", "BASELINES", "PAPER_PCA_ERROR",
@@ -86,7 +104,8 @@ def study_settings(quick: bool) -> Dict:
                 "search_n": 100, "search_configs": ["AMED-Solver", "AMED-Plugin (DPM-Solver-2)",
                                                     "AMED-Plugin (iPNDM)"],
                 "pca": [(16, 4, "0.01-1"), (64, 1, "isotropic"), (64, 4, "isotropic"),
-                        (64, 4, "0.01-1")], "pca_n": 24}
+                        (64, 4, "0.01-1")], "pca_n": 24,
+                "shell_n": 400, "shell_dims": [4, 16, 64, 256]}
     pca = [(d, 4, "0.01-1") for d in (4, 16, 64, 256)]
     pca += [(64, k, a) for k in (1, 4, 16) for a in ANISOTROPY if (64, k, a) not in pca]
     return {"targets": ["two_mode_1d", "ring_2d", "aniso_16d"], "nfe": [3, 4, 5, 6, 7, 8, 9],
@@ -95,7 +114,8 @@ def study_settings(quick: bool) -> Dict:
             "ablation_features": ["zeros", "projection"], "exact_teacher": 1024,
             "afs_ablation": True, "search_targets": ["ring_2d", "aniso_16d"],
             "search_r": [round(0.05 * k, 2) for k in range(1, 20)], "search_n": 200,
-            "search_configs": [c[0] for c in CONFIGS], "pca": pca, "pca_n": 100}
+            "search_configs": [c[0] for c in CONFIGS], "pca": pca, "pca_n": 100,
+            "shell_n": 4000, "shell_dims": list(SHELL_DIMS)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -188,10 +208,26 @@ def _coefficient_rows(ev: _Eval, name, sig, opts, meta) -> List[dict]:
     return rows
 
 
-def _train(target, base, steps, afs, s, ctx, seed_offset, **kw):
+def _vp_t(sigma: float) -> float:
+    """The linear-beta (0.1 -> 20) VP time with sigma_VE(t) = sigma."""
+    bd = 19.9
+    return (-0.1 + math.sqrt(0.01 + 2 * bd * math.log1p(sigma * sigma))) / bd
+
+
+#: the paper's time-uniform schedule for AMED-Solver (notes A7), as a samplerlab grid family
+TIME_UNIFORM = ("vp_time_uniform", (("schedule", "linear"), ("t_min", _vp_t(SIGMA_MIN)),
+                                    ("t_max", _vp_t(SIGMA_MAX))))
+KARRAS = ("karras", (("sigma_min", SIGMA_MIN), ("sigma_max", SIGMA_MAX), ("rho", RHO)))
+
+
+def _time_uniform_grid(steps: int, ctx: Context) -> torch.Tensor:
+    return grids.make_grid(TIME_UNIFORM[0], steps, dtype=ctx.dtype, device=ctx.device,
+                           **dict(TIME_UNIFORM[1]))
+
+
+def _train(target, base, steps, afs, s, ctx, seed_offset, grid=KARRAS, **kw):
     cfg = AMEDTrainingConfig(base=base, steps=steps, afs=afs, n_train=s["n_train"],
-                             grid="karras", grid_options=(("sigma_min", SIGMA_MIN),
-                                                          ("sigma_max", SIGMA_MAX), ("rho", RHO)),
+                             grid=grid[0], grid_options=grid[1],
                              seed=ctx.seed + seed_offset, **kw)
     start = time.perf_counter()
     trained = train_amed(target, cfg)
@@ -306,13 +342,17 @@ def _search_rows(ctx: Context, s: Dict):
         sig = _grid(steps, ctx)
         x = starting_points(target, s["search_n"], SIGMA_MAX, seed=ctx.seed + 8000 + ti)
         truth = solve_pf_ode_path(target, x, sig)
+        # held-out trajectories: the searched r are scored on starting points not searched on
+        x_held = starting_points(target, s["search_n"], SIGMA_MAX, seed=ctx.seed + 8500 + ti)
+        truth_held = solve_pf_ode_path(target, x_held, sig)
         for label in s["search_configs"]:
             base = dict(CONFIGS)[label]
             name, opts = _sampler(base)
 
-            def err(rs):
-                st = _states(target, name, x, sig, dict(opts, r=list(rs)))
-                return [float((st[k] - truth[k]).norm(dim=1).mean()) for k in range(steps + 1)]
+            def err(rs, held=False):
+                xs, tr = (x_held, truth_held) if held else (x, truth)
+                st = _states(target, name, xs, sig, dict(opts, r=list(rs)))
+                return [float((st[k] - tr[k]).norm(dim=1).mean()) for k in range(steps + 1)]
 
             chosen = [0.5] * steps
             for n in range(steps):
@@ -324,6 +364,7 @@ def _search_rows(ctx: Context, s: Dict):
                         best = (e, r)
                 chosen[n] = best[1]
             e_base, e_search = err([0.5] * steps), err(chosen)
+            h_base, h_search = err([0.5] * steps, True), err(chosen, True)
             for n in range(steps):
                 rows.append({"target": tname, "sampler": label, "step": n,
                              "sigma_cur": float(sig[n]), "sigma_next": float(sig[n + 1]),
@@ -332,7 +373,10 @@ def _search_rows(ctx: Context, s: Dict):
                 align.append({"target": tname, "sampler": label, "point": k,
                               "sigma": float(sig[k]), "error_baseline": e_base[k],
                               "error_searched": e_search[k],
-                              "relative_alignment": e_base[k] - e_search[k]})
+                              "relative_alignment": e_base[k] - e_search[k],
+                              "error_baseline_held_out": h_base[k],
+                              "error_searched_held_out": h_search[k],
+                              "relative_alignment_held_out": h_base[k] - h_search[k]})
     return rows, align
 
 
@@ -541,6 +585,85 @@ def _fig_pca(rows, curves, ctx: Context) -> Dict[str, str]:
 
 
 # ----------------------------------------------------------------------------------------------
+# the paper's time-uniform grid, the thin shell
+# ----------------------------------------------------------------------------------------------
+
+def _time_uniform_rows(ctx: Context, s: Dict, evals) -> List[dict]:
+    """AMED-Solver at NFE 5 (3 steps with AFS) on the time-uniform grid: r = 1/2, c = 1 and
+    trained for that grid."""
+    rows = []
+    steps = 3
+    sig = _time_uniform_grid(steps, ctx)
+    for ti, tname in enumerate(s["targets"]):
+        ev = evals[tname]
+        before = ev.measure("amed", sig, {"afs": True})
+        trained, _ = _train(ev.target, None, steps, True, s, ctx, seed_offset=1200 + ti,
+                            grid=TIME_UNIFORM)
+        after = ev.measure("amed", sig, {"predictor": trained.predictor})
+        for kind, row in (("r=1/2, c=1", before), ("trained", after)):
+            rows.append({"target": tname, "grid": "time-uniform (VP linear)", "kind": kind,
+                         "levels": " ".join(f"{float(v):.4g}" for v in sig), **row})
+    return rows
+
+
+SHELL_DIMS = (4, 16, 64, 256, 1024)
+SHELL_SIGMAS = (1.0, 10.0, 80.0)
+
+
+def thin_shell_rows(ctx: Context, n: int, dims=SHELL_DIMS, sigmas=SHELL_SIGMAS) -> List[dict]:
+    """Relative width std/mean of ||x_sigma|| / sqrt(d) for exact samples of the noised marginal
+    of ``random_anisotropic(d, 4, seed)`` (Lemma 1: a thin shell)."""
+    rows = []
+    for d in dims:
+        target = GaussianMixture.random_anisotropic(d, 4, seed=ctx.seed + 11, dtype=ctx.dtype,
+                                                    device=ctx.device)
+        for j, sigma in enumerate(sigmas):
+            g = torch.Generator(device=ctx.device)
+            g.manual_seed(ctx.seed + 9100 + 31 * d + j)
+            x = target.sample(n, generator=g, sigma=sigma)
+            r = torch.linalg.vector_norm(x.double(), dim=1) / math.sqrt(d)
+            rows.append({"d": d, "sigma": sigma, "samples": n, "radius_mean": float(r.mean()),
+                         "radius_rms": float(r.square().mean().sqrt()),
+                         "radius_std": float(r.std()),
+                         "relative_width": float(r.std() / r.mean()),
+                         "radius_rms_expected": float(math.sqrt(
+                             (float((target.weights[:, None] * (target.means ** 2)).sum())
+                              + float((target.weights * target.eigenvalues.sum(dim=1)).sum())) / d
+                             + sigma ** 2))})
+    return rows
+
+
+def plugin_vs_base_rows(defect_rows) -> List[dict]:
+    """Each trained AMED sampler against its own base at the same NFE: the base solver without
+    AFS where it has that NFE (AMED-Plugin on DDIM/iPNDM/DPM-Solver++(2M)), else the base's
+    r = 1/2, c = 1 version with AFS (AMED-Solver and the plugin on DPM-Solver-2)."""
+    out = []
+    for r in defect_rows:
+        if r["kind"] != "trained":
+            continue
+        base = dict(CONFIGS)[r["sampler"]]
+        ref = None
+        if base is not None:
+            ref = next((b for b in defect_rows if b["kind"] == "baseline" and b["name"] == base
+                        and b["target"] == r["target"] and b["nfe"] == r["nfe"]), None)
+        how = "base solver, no AFS"
+        if ref is None:
+            ref = next(b for b in defect_rows if b["kind"] == "untrained"
+                       and b["target"] == r["target"] and b["nfe_target"] == r["nfe_target"]
+                       and b["sampler"] == r["sampler"] + " r=1/2, c=1")
+            how = "r=1/2, c=1 with AFS"
+        row = {"target": r["target"], "sampler": r["sampler"], "nfe": r["nfe"],
+               "compared_with": ref["sampler"], "comparison": how}
+        for k in ("defect_median", "defect_mean", "tv"):
+            row[f"{k}_amed"], row[f"{k}_base"] = r[k], ref[k]
+            row[f"{k}_better"] = (None if r[k] is None or ref[k] is None else r[k] < ref[k])
+        row["better_in_all"] = all(row[f"{k}_better"] is not False
+                                   for k in ("defect_median", "defect_mean", "tv"))
+        out.append(row)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
 # claims
 # ----------------------------------------------------------------------------------------------
 
@@ -564,8 +687,9 @@ def _claims(defect_rows, coef_rows, ablation, align, pca_rows, equiv, s) -> List
     claims.append(Claim(STUDY, PAPER, "With r = 1/2 and c = 1, AMED-Solver is DPM-Solver-2 "
                         "(Table 1)", "identity", f"max |amed - dpm_solver_2| = {diff:.1e} "
                         f"(|x| up to {scale:.2g}), 4 steps, 64 points",
-                        "reproduced" if ok else "not reproduced",
-                        "same step to round-off" if ok else "the two samplers differ"))
+                        check_verdict(ok),
+                        "same step to round-off (an identity of the implementation, not a "
+                        "reproduction)" if ok else "the two samplers differ", kind="check"))
     nfe5 = [r for r in defect_rows if r["nfe_target"] == 5]
     pairs = []
     for r in nfe5:
@@ -577,8 +701,7 @@ def _claims(defect_rows, coef_rows, ablation, align, pca_rows, equiv, s) -> List
     if pairs:
         better = sum(a < b for _, _, b, a in pairs)
         txt = "; ".join(f"{t} {lab}: {b:.3g} -> {a:.3g}" for t, lab, b, a in pairs)
-        verdict = "reproduced" if better == len(pairs) else ("partly" if better else
-                                                              "not reproduced")
+        verdict = fraction_verdict(better, len(pairs))
         every = [(r, next(b for b in defect_rows if b["kind"] == "untrained"
                           and b["target"] == r["target"] and b["nfe_target"] == r["nfe_target"]
                           and b["sampler"] == r["sampler"] + " r=1/2, c=1"))
@@ -604,42 +727,56 @@ def _claims(defect_rows, coef_rows, ablation, align, pca_rows, equiv, s) -> List
             "CIFAR-10 FID 6.61 (AMED-Plugin on iPNDM) vs 13.59 (iPNDM), 5 NFE",
             "; ".join(f"{t}: {a['sampler']} {a['defect_median']:.3g} vs {b['sampler']} "
                       f"{b['defect_median']:.3g}" for t, a, b in best_rows),
-            "reproduced" if wins == len(best_rows) else ("partly" if wins else "not reproduced"),
+            fraction_verdict(wins, len(best_rows)),
             f"{wins}/{len(best_rows)} targets; median defect on exact mixtures, not FID"))
     if coef_rows:
         rm = float(np.mean([r["r_mean"] for r in coef_rows]))
         cm = float(np.mean([r["c_mean"] for r in coef_rows]))
         frac_r = float(np.mean([r["r_mean"] < 0.5 for r in coef_rows]))
         frac_c = float(np.mean([r["c_mean"] < 1.0 for r in coef_rows]))
-        verdict = "reproduced" if (rm < 0.5 and cm < 1.0) else (
-            "partly" if (rm < 0.5 or cm < 1.0) else "not reproduced")
-        claims.append(Claim(STUDY, PAPER, "The learned r_n and c_n sit below DPM-Solver-2's "
-                            "1/2 and 1 on average (Fig. 7)", "means of r_n < 0.5, c_n < 1",
-                            f"mean r = {rm:.3f} ({100 * frac_r:.0f} % of steps < 0.5), mean c = "
-                            f"{cm:.5f} ({100 * frac_c:.0f} % < 1), over {len(coef_rows)} "
-                            "(config, step) pairs", verdict,
-                            "c is confined to 1 +- 0.01 (S_d = 0.01, as the paper)"))
+        c_lo = min(r["c_min"] for r in coef_rows)
+        c_hi = max(r["c_max"] for r in coef_rows)
+        claims.append(Claim(STUDY, PAPER, "The learned r_n sit below DPM-Solver-2's 1/2 on "
+                            "average (Fig. 7)", "mean of r_n < 0.5 (Fig. 7; no number)",
+                            f"mean r = {rm:.3f} ({100 * frac_r:.0f} % of (config, step) means "
+                            f"< 0.5), over {len(coef_rows)} (config, step) pairs",
+                            "reproduced" if rm < 0.5 else "not reproduced",
+                            "a one-case comparison (the mean over every trained configuration "
+                            "and step): reproduced if below 0.5"))
+        claims.append(Claim(STUDY, PAPER, "The learned c_n sit below DPM-Solver-2's 1 on average "
+                            "(Fig. 7)", "mean of c_n < 1 (Fig. 7; no number)",
+                            f"mean c = {cm:.5f} ({100 * frac_c:.0f} % < 1); every c in "
+                            f"[{c_lo:.4f}, {c_hi:.4f}]", "cannot fail here",
+                            "c is confined to 1 +- 0.01 by the scale S_d = 0.01 (as the paper), "
+                            "so 'c near 1' holds by construction; only the sign of c - 1 is "
+                            "measured"))
     if align:
         pos = float(np.mean([r["relative_alignment"] > 0 for r in align]))
-        nonneg = float(np.mean([r["relative_alignment"] >= -1e-12 for r in align]))
+        held = [r["relative_alignment_held_out"] for r in align]
+        pos_h = sum(v > 0 for v in held)
         final = [r for r in align if r["point"] == max(a["point"] for a in align)]
-        fpos = float(np.mean([r["relative_alignment"] > 0 for r in final]))
-        verdict = "reproduced" if pos >= 0.75 else ("partly" if pos >= 0.5 else "not reproduced")
+        fpos = float(np.mean([r["relative_alignment_held_out"] > 0 for r in final]))
         claims.append(Claim(STUDY, PAPER, "Grid-searched intermediate points beat s = sqrt(t_n "
                             "t_{n+1}) for every solver (Fig. 5a: relative alignment mostly "
-                            "positive)", "mostly positive",
-                            f"{100 * pos:.0f} % of (solver, t_n) points positive ({100 * nonneg:.0f}"
-                            f" % >= 0); at the final point {100 * fpos:.0f} %", verdict,
-                            "greedy search per step against the exact trajectory (N = 6)"))
+                            "positive)", "mostly positive (Fig. 5a; no number)",
+                            f"held-out trajectories: {pos_h}/{len(held)} (solver, t_n) points "
+                            f"positive, at the final point {100 * fpos:.0f} %; on the searched "
+                            f"trajectories themselves {100 * pos:.0f} %",
+                            fraction_verdict(int(pos_h >= 0.75 * len(held)), 1),
+                            "greedy search per step against the exact trajectory (N = 6), scored "
+                            "on other starting points than it searched on (on the searched ones "
+                            "the search is nearly guaranteed to win); one case: 'mostly' read as "
+                            "at least 75 % of the (solver, t_n) points"))
     if pca_rows:
         worst = max(r["rel_err_max_max"] for r in pca_rows)
         med = float(np.median([r["rel_err_max_median"] for r in pca_rows]))
         under = sum(r["rel_err_max_q90"] <= PAPER_PCA_ERROR for r in pca_rows)
         bad = [r for r in pca_rows if r["rel_err_max_q90"] > PAPER_PCA_ERROR]
-        verdict = "reproduced" if not bad else ("partly" if under else "not reproduced")
+        verdict = fraction_verdict(under, len(pca_rows))
         claims.append(Claim(
             STUDY, PAPER, "Each sampling trajectory lies almost in a 2-D subspace: the relative "
-            "projection error onto its top-2 PCs stays small (Fig. 4a)", "<= ~8 % (0.08)",
+            "projection error onto its top-2 PCs stays small (Fig. 4a)",
+            "<= ~8 % (0.08; the notes' reading of Fig. 4a)",
             f"max over t per trajectory: median over configs {med:.3g}, worst {worst:.3g}; "
             f"90 % quantile <= 0.08 in {under}/{len(pca_rows)} configs (d, K, anisotropy)",
             verdict, "largest where K and anisotropy are large" + (
@@ -649,13 +786,159 @@ def _claims(defect_rows, coef_rows, ablation, align, pca_rows, equiv, s) -> List
         c1 = float(np.median([r["cumvar_k1_median"] for r in pca_rows]))
         u2 = max(r["unexplained_k2_max"] for r in pca_rows)
         claims.append(Claim(STUDY, PAPER, "Two principal components explain almost all of a "
-                            "trajectory's variance (Fig. 4b)", "~100 % at k = 2",
+                            "trajectory's variance (Fig. 4b)",
+                            "almost all at k = 2 (Fig. 4b; no number)",
                             f"cumulative variance at k = 2: median over configs {100 * c2:.6f} %, "
                             f"smallest single trajectory {100 * c2min:.6f} % (unexplained at most "
                             f"{100 * u2:.1e} %); already {100 * c1:.3f} % at k = 1",
-                            "reproduced" if c2 >= 0.99 else ("partly" if c2 >= 0.95 else
-                                                             "not reproduced"),
-                            "per-trajectory PCA of Heun-80 trajectories on exact mixtures"))
+                            "cannot fail here" if c1 >= 0.999 else
+                            ("reproduced" if c2 >= 0.99 else "not reproduced"),
+                            "per-trajectory PCA of Heun-80 trajectories on exact mixtures; one "
+                            "PC already explains >= 99.9 %, so the 2-PC statement cannot fail on "
+                            "these targets (the projection-error row above can)" if c1 >= 0.999
+                            else "per-trajectory PCA of Heun-80 trajectories on exact mixtures"))
+    return claims
+
+
+def _extra_claims(vs_base, ablation, tu_rows, shell_rows) -> List[Claim]:
+    claims = []
+    if vs_base:
+        n = len(vs_base)
+        counts = {k: sum(r[f"{k}_better"] is True for r in vs_base) for k in
+                  ("defect_median", "defect_mean", "tv")}
+        n_tv = sum(r["tv_better"] is not None for r in vs_base)
+        n_all = sum(r["better_in_all"] for r in vs_base)
+        worse = [f"{r['target']} {r['sampler']}@{r['nfe']} ("
+                 + ", ".join(k.replace("defect_", "")
+                             for k in ("defect_median", "defect_mean", "tv")
+                             if r[f"{k}_better"] is False) + ")"
+                 for r in vs_base if not r["better_in_all"]]
+        at5 = [r for r in vs_base if r["nfe"] == 5]
+        txt5 = "; ".join(f"{r['target']} {r['sampler']}: median {r['defect_median_base']:.3g} -> "
+                         f"{r['defect_median_amed']:.3g}, mean {r['defect_mean_base']:.3g} -> "
+                         f"{r['defect_mean_amed']:.3g}"
+                         + ("" if r["tv_amed"] is None else
+                            f", TV {r['tv_base']:.3f} -> {r['tv_amed']:.3f}") for r in at5)
+        claims.append(Claim(
+            STUDY, PAPER, "AMED (Solver and Plugin) improves on its own base at equal NFE "
+                          "(median, mean and TV)",
+            "CIFAR-10 FID at NFE 5: iPNDM 13.59 -> 6.61 with the plugin; DPM-Solver-2 57.30 -> "
+            "7.59 (AMED-Solver) (Table 2)",
+            f"NFE 5: {txt5}. Over every trained NFE: lower median {counts['defect_median']}/{n}, "
+            f"lower mean {counts['defect_mean']}/{n}, lower TV {counts['tv']}/{n_tv}; lower in "
+            f"all three {n_all}/{n}; worse in: " + ("; ".join(worse) if worse else "none"),
+            fraction_verdict(n_all, n),
+            "a case counts only if median, mean and (d <= 2) TV are all lower; the base is the "
+            "solver itself (no AFS) where it reaches that NFE, else its r = 1/2, c = 1 version "
+            "with AFS (DPM-Solver-2 has no odd NFE)"))
+    feats = [r for r in ablation if r["ablation"] == "features/teacher"]
+    tnames = list(dict.fromkeys(r["target"] for r in feats))
+    if feats:
+        def get(t, f, teacher="paper"):
+            return next((r for r in feats if r["target"] == t and r["features"] == f
+                         and r["teacher"] == teacher), None)
+        parts, wins, total = [], 0, 0
+        for t in tnames:
+            resp, zero, proj = get(t, "responsibilities"), get(t, "zeros"), get(t, "projection")
+            cells = [f"{f} {r['defect_median']:.3g}/{r['defect_mean']:.3g}"
+                     + ("" if r["tv"] is None else f"/{r['tv']:.3f}")
+                     for f, r in (("responsibilities", resp), ("zeros", zero),
+                                  ("projection", proj)) if r is not None]
+            parts.append(f"{t}: " + ", ".join(cells))
+            if resp is not None and zero is not None:
+                total += 1
+                wins += resp["defect_median"] < zero["defect_median"]
+        claims.append(Claim(
+            STUDY, "this port's ablation (AMED's premise; the paper feeds U-Net bottleneck "
+                   "features)", "the per-sample prediction matters: the predictor fed with "
+                                "sample features beats per-step constants (zero features)",
+            "— (the paper has no features ablation on this point)",
+            "AMED-Solver NFE 5, median/mean/TV by features: " + "; ".join(parts)
+            + f". Responsibilities below zeros at {wins}/{total} targets",
+            fraction_verdict(wins, total),
+            "zero features = one (r, c) per step for every sample; 'projection' = a fixed random "
+            "projection of D (amed__ablations.csv)"))
+        parts, wins, total = [], 0, 0
+        for t in tnames:
+            paper, exact = get(t, "responsibilities"), get(t, "responsibilities", "exact")
+            if paper is None or exact is None:
+                continue
+            total += 1
+            wins += exact["defect_median"] < paper["defect_median"]
+            parts.append(f"{t}: paper's teacher {paper['defect_median']:.3g}, exact teacher "
+                         f"{exact['defect_median']:.3g}")
+        if total:
+            claims.append(Claim(
+                STUDY, PAPER, "the teacher matters: a more accurate teacher gives a better "
+                              "student (Table 4: teacher choice changes FID)",
+                "CIFAR-10 AMED-Solver NFE 5: 7.59 (EDM teacher) to 12.42 (iPNDM teacher) "
+                "(Table 4)", "; ".join(parts) + f". Exact teacher better at {wins}/{total}",
+                fraction_verdict(wins, total),
+                "exact PF-ODE teacher (1024 training points) against the paper's teacher "
+                "(2048 points), AMED-Solver at NFE 5"))
+    afs = [r for r in ablation if r["ablation"].startswith("afs")]
+    if afs:
+        on = next((r for r in afs if r["afs"] and "trained" in r["ablation"]), None)
+        off = next((r for r in afs if not r["afs"] and "trained" in r["ablation"]), None)
+        if on is not None and off is not None:
+            ok = on["defect_median"] <= 1.1 * off["defect_median"]
+            claims.append(Claim(
+                STUDY, PAPER, "AFS saves one NFE with little or no degradation",
+                "'little or no degradation, sometimes an improvement' at 32-64 px (notes A6; no "
+                "number)",
+                f"uncentred two_mode_1d (mean 0.4), trained AMED-Solver: AFS at NFE {on['nfe']} "
+                f"median {on['defect_median']:.3g} (mean {on['defect_mean']:.3g}) vs no AFS at "
+                f"NFE {off['nfe']} median {off['defect_median']:.3g} (mean "
+                f"{off['defect_mean']:.3g})",
+                fraction_verdict(int(ok), 1),
+                "one case; 'little degradation' = median within 10 % of the no-AFS sampler that "
+                "spends one NFE more; the target is uncentred, AFS' worst case (notes A6)"))
+    if tu_rows:
+        parts, wins, total = [], 0, 0
+        for t in dict.fromkeys(r["target"] for r in tu_rows):
+            b = next(r for r in tu_rows if r["target"] == t and r["kind"] == "r=1/2, c=1")
+            a = next(r for r in tu_rows if r["target"] == t and r["kind"] == "trained")
+            total += 1
+            wins += a["defect_median"] < b["defect_median"]
+            parts.append(f"{t}: {b['defect_median']:.3g} -> {a['defect_median']:.3g} (mean "
+                         f"{b['defect_mean']:.3g} -> {a['defect_mean']:.3g})")
+        claims.append(Claim(
+            STUDY, PAPER, "AMED-Solver on the paper's time-uniform schedule: training lowers the "
+                          "error at NFE 5",
+            "time-uniform (rho = 1) is the paper's schedule for AMED-Solver on CIFAR-10, FFHQ, "
+            "ImageNet-64 (notes A7); FID 7.59 at NFE 5 on CIFAR-10",
+            f"grid {tu_rows[0]['levels']}; median defect r=1/2, c=1 -> trained: "
+            + "; ".join(parts) + f". Lower at {wins}/{total} targets",
+            fraction_verdict(wins, total),
+            "uniform in the linear-beta VP time (the paper fits its own beta so that sigma(1) = "
+            "80; the levels agree to ~1 %)"))
+    if shell_rows:
+        parts, verdicts = [], []
+        for sigma in dict.fromkeys(r["sigma"] for r in shell_rows):
+            sel = sorted((r for r in shell_rows if r["sigma"] == sigma), key=lambda r: r["d"])
+            try:
+                est = estimate_order([r["d"] for r in sel], [r["relative_width"] for r in sel])
+            except OrderEstimationError:
+                est = None
+            v = order_verdict(est, 0.5)
+            verdicts.append(v)
+            parts.append(f"sigma = {sigma:g}: width " + " / ".join(
+                f"{r['relative_width']:.3g}" for r in sel) + " at d = "
+                + " / ".join(str(r["d"]) for r in sel) + (
+                    "" if est is None else f", slope {est.order:.2f} [{est.ci_low:.2f}, "
+                                           f"{est.ci_high:.2f}]"))
+        n_ok = sum(v == "reproduced" for v in verdicts)
+        claims.append(Claim(
+            STUDY, PAPER, "noised samples concentrate on a thin shell: ||x_sigma|| / sqrt(d) "
+                          "has a relative width falling like d^-1/2 (Lemma 1, Proposition 1)",
+            "concentration on a thin shell (Lemma 1; rate not quoted in the seed)",
+            f"std/mean of ||x_sigma|| over {shell_rows[0]['samples']} exact samples of "
+            "random 4-component anisotropic mixtures: " + "; ".join(parts)
+            + f". Slope within the rule at {n_ok}/{len(verdicts)} noise levels",
+            fraction_verdict(n_ok, len(verdicts)),
+            "each noise level's slope vs d judged by the order rule against 1/2; at small sigma "
+            "the mixture's components have different radii, so the shell is a union of shells "
+            "until the noise dominates"))
     return claims
 
 
@@ -692,12 +975,19 @@ def run_amed(ctx: Context) -> StudyResult:
                _fig_search(search, align, ctx, s["search_targets"][0]),
                _fig_pca(pca_rows, pca_curves, ctx)]
     lap("figures")
+    tu_rows = _time_uniform_rows(ctx, s, evals) if s.get("time_uniform", True) else []
+    shell = thin_shell_rows(ctx, s["shell_n"], dims=s["shell_dims"])
+    lap("time-uniform grid and thin shell")
+    vs_base = plugin_vs_base_rows(defect_rows)
     claims = _claims(defect_rows, coef_rows, ablation, align, pca_rows, equiv, s)
-    n_rep = sum(c.verdict == "reproduced" for c in claims)
+    claims += _extra_claims(vs_base, ablation, tu_rows, shell)
+    paper_rows = [c for c in claims if c.kind == "claim"]
+    n_rep = sum(c.verdict == "reproduced" for c in paper_rows)
     summary = (f"AMED-Solver/Plugin on exact mixtures ({', '.join(s['targets'])}), NFE "
-               f"{s['nfe'][0]}-{s['nfe'][-1]}, and the 2-D subspace: {n_rep}/{len(claims)} claims "
-               "reproduced\n"
-               + "\n".join(f"* {c.statement.split('(')[0].strip()}: {c.verdict}" for c in claims))
+               f"{s['nfe'][0]}-{s['nfe'][-1]}, and the 2-D subspace: {n_rep}/{len(paper_rows)} "
+               f"paper claims reproduced, {len(claims) - len(paper_rows)} check(s)\n"
+               + "\n".join(f"* {c.statement.split('(')[0].strip()}: {c.verdict}"
+                            + (" (check)" if c.kind == "check" else "") for c in claims))
     settings = {k: v for k, v in s.items()}
     settings.update({"grid": f"karras rho={RHO} sigma {SIGMA_MAX} -> {SIGMA_MIN}",
                      "pca_sampler": f"heun {PCA_STEPS} steps ({2 * PCA_STEPS} NFE)",
@@ -708,5 +998,6 @@ def run_amed(ctx: Context) -> StudyResult:
         tables={"defect": defect_rows, "learned_coefficients": coef_rows,
                 "ablations": ablation, "grid_search": search, "grid_search_alignment": align,
                 "pca": pca_rows, "pca_curves": pca_curves, "training_timing": timing,
+                "vs_base": vs_base, "time_uniform": tu_rows, "thin_shell": shell,
                 "phase_timing": phases},
         claims=claims, figures=figures, summary=summary, extra={"settings": settings})

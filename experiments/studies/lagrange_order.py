@@ -29,6 +29,15 @@ What is measured
   d = 1..32 (several seeds), fitted growth exponent a in defect ~ d^a per K, and the implied
   step-count exponent a/K (error ~ C(d) T^-K at fixed accuracy needs T ~ C(d)^{1/K}), compared
   with the paper's 1 + 2/K.
+* Equal NFE: median defect of Lagrange K = 2, 3, 4 (R = K-1), DDIM (``euler``), the seed-002
+  accelerated ODE sampler (``li_accel_ode``) and DPM-Solver-3 on the log-SNR-uniform grid with fixed
+  ends (sigma 80 -> 0.002), each with the number of steps whose ledger-counted NFE equals the
+  budget (budgets divisible by every sampler's NFE per step: 1, 2, 3, 5, 10).
+
+Verdicts follow the written rules of ``studies.base`` (``order_verdict``: reproduced if the
+interval contains K or the slope is within 5 % of K). The seed's complexity counts *iterations*,
+Õ(d^(1+2/K) eps^(-1/K)), and score evaluations, d^(1+o(1)) eps^(-1/K) (seed 001, Theorem 1);
+the paper's-number cells quote both.
 """
 from __future__ import annotations
 
@@ -42,14 +51,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from samplerlab.experiments.convergence import defect_sweep  # noqa: E402
+from samplerlab.experiments.convergence import defect_sweep, starting_points  # noqa: E402
+from samplerlab.experiments.reference import solve_pf_ode  # noqa: E402
 from samplerlab.experiments.io import save_figure  # noqa: E402
 from samplerlab.experiments.metrics import tv_density_1d_deterministic  # noqa: E402
 from samplerlab.experiments.order import fit_power_law  # noqa: E402
 from samplerlab.experiments.targets import GaussianMixture  # noqa: E402
 from samplerlab.solvers import SOLVERS, grids  # noqa: E402
 
-from .base import Claim, Context, StudyResult, register_study  # noqa: E402
+from .base import (Claim, Context, StudyResult, check_verdict, fraction_verdict,  # noqa: E402
+                   order_verdict, register_study, worst_verdict)
 from samplerlab.experiments.convergence import order_fields, safe_fit  # noqa: E402
 from samplerlab.experiments.plotting import paper_label, slope_triangle  # noqa: E402
 
@@ -61,6 +72,14 @@ C0, C1 = 1.0, 3.0                      # the notes' schedule constants (§3)
 LAMBDA_RANGE = (0.002, 80.0)           # log-SNR-uniform grid: sigma_min, sigma_max
 CASES = ((1, None), (2, None), (3, None), (4, None), (3, 3))   # (K, R); R=None -> K-1
 DIM_COMPONENTS = 4
+#: equal-NFE comparison: (label, registry name, options), all on the log-SNR-uniform grid
+EQUAL_NFE_CASES = (("Lagrange K=2", "lagrange", {"K": 2, "R": 1}),
+                   ("Lagrange K=3", "lagrange", {"K": 3, "R": 2}),
+                   ("Lagrange K=4", "lagrange", {"K": 4, "R": 3}),
+                   ("DDIM (euler)", "euler", {}), ("li_accel_ode", "li_accel_ode", {}),
+                   ("DPM-Solver-3", "dpm_solver_3", {}))
+PAPER_COMPLEXITY = ("Õ(d^(1+2/K) eps^(-1/K)) iterations, d^(1+o(1)) eps^(-1/K) score evaluations "
+                    "(Theorem 1)")
 
 
 def study_settings(quick: bool) -> Dict:
@@ -68,13 +87,15 @@ def study_settings(quick: bool) -> Dict:
     if quick:
         return {"T_li": [64, 128, 256, 512], "n": 48, "lambda_steps": [],
                 "tv_panels": 600, "tv_cases": [(2, None, [32])],
-                "dims": [1, 4, 16], "dim_seeds": 1, "dim_T": 64, "dim_n": 32}
+                "dims": [1, 4, 16], "dim_seeds": 1, "dim_T": 64, "dim_n": 32,
+                "equal_nfe": [30, 60, 120], "equal_nfe_n": 32}
     return {"T_li": [32, 64, 128, 256, 512, 1024], "n": 200,
             "lambda_steps": [8, 16, 32, 64, 128, 256],
             "tv_panels": 1500,
             "tv_cases": [(1, None, [16, 32, 64, 128]), (2, None, [16, 32, 64, 128]),
-                         (3, None, [16, 32, 64]), (4, None, [16, 32, 64])],
-            "dims": [1, 2, 4, 8, 16, 32], "dim_seeds": 2, "dim_T": 128, "dim_n": 64}
+                         (3, None, [16, 32, 64, 128]), (4, None, [16, 32, 64, 128])],
+            "dims": [1, 2, 4, 8, 16, 32], "dim_seeds": 2, "dim_T": 128, "dim_n": 64,
+            "equal_nfe": [30, 60, 120, 240, 480, 960], "equal_nfe_n": 200}
 
 
 def _resolved(K, R):
@@ -163,6 +184,28 @@ def _tv_rows(target, ctx: Context, s: Dict) -> List[dict]:
     return rows
 
 
+def equal_nfe_rows(target, ctx: Context, s: Dict) -> List[dict]:
+    """Median defect at equal ledger-counted NFE on the log-SNR-uniform grid (module docstring)."""
+    lo, hi = LAMBDA_RANGE
+    grid = lambda m: grids.lambda_uniform(m, lo, hi, dtype=ctx.dtype, device=ctx.device)  # noqa
+    x_start = starting_points(target, s["equal_nfe_n"], hi, ctx.seed + 4000)
+    x_ref = solve_pf_ode(target, x_start, hi, lo)
+    rows = []
+    for label, name, opts in EQUAL_NFE_CASES:
+        per_step = int(SOLVERS[name].nfe(grid(1), **opts))
+        steps = [b // per_step for b in s["equal_nfe"]]
+        if any(b % per_step for b in s["equal_nfe"]):
+            raise ValueError(f"budgets {s['equal_nfe']} not divisible by {label}'s {per_step} "
+                             "NFE per step")
+        sweep = defect_sweep(target, [(label, name, opts)], steps, grid, n=s["equal_nfe_n"],
+                             x_start=x_start, x_ref=x_ref)
+        for r in sweep:
+            rows.append({"sampler": label, "name": name, "nfe_per_step": per_step,
+                         "steps": r["steps"], "nfe": r["nfe"],
+                         "defect_median": r["defect_median"], "defect_mean": r["defect_mean"]})
+    return rows
+
+
 def _dimension_rows(ctx: Context, s: Dict) -> List[dict]:
     rows = []
     T = s["dim_T"]
@@ -230,8 +273,51 @@ def _fmt(f) -> str:
     return f"{f['order']:.2f} [{f['ci_low']:.2f}, {f['ci_high']:.2f}] ({f['points']} pts)"
 
 
+def _triple(f):
+    """(order, ci_low, ci_high) of a fits row, or None without a fit."""
+    if f is None or f["order"] is None:
+        return None
+    return (f["order"], f["ci_low"], f["ci_high"])
+
+
 def _within(f, expected, tol=0.2) -> bool:
     return f is not None and f["order"] is not None and abs(f["order"] - expected) <= tol
+
+
+def _equal_nfe_claim(rows) -> Claim:
+    nfes = sorted({r["nfe"] for r in rows})
+    at = {(r["sampler"], r["nfe"]): r["defect_median"] for r in rows}
+    wins, total, parts = 0, 0, []
+    top = nfes[-1]
+    crossover = {}
+    for K in (2, 3, 4):
+        lab = f"Lagrange K={K}"
+        below = [b for b in nfes if at[(lab, b)] < at[("DDIM (euler)", b)]]
+        crossover[K] = below[0] if below and all(b in below for b in nfes if b >= below[0]) \
+            else None
+        total += 1
+        wins += at[(lab, top)] < at[("DDIM (euler)", top)]
+    for lab in [c[0] for c in EQUAL_NFE_CASES]:
+        parts.append(f"{lab} " + " / ".join(f"{at[(lab, b)]:.2g}" for b in nfes if (lab, b) in at))
+    ctx_parts = []
+    for other in ("li_accel_ode", "DPM-Solver-3"):
+        n_lower = sum(at[(f"Lagrange K={K}", b)] < at[(other, b)] for K in (2, 3, 4) for b in nfes
+                      if (f"Lagrange K={K}", b) in at and (other, b) in at)
+        ctx_parts.append(f"Lagrange below {other} at {n_lower}/{3 * len(nfes)}")
+    return Claim(
+        STUDY, PAPER, "at equal score evaluations the K-th order sampler (K = 2-4) is more "
+                      "accurate than DDIM ('outperforms vanilla DDIM (d/eps)')",
+        "d^(1+o(1)) eps^(-1/K) evaluations vs DDIM's d/eps (Theorem 1; no measured number)",
+        f"median defect on the log-SNR grid 80 -> 0.002 at NFE {', '.join(map(str, nfes))}: "
+        + "; ".join(parts) + f". Below DDIM at NFE {top}: {wins}/{total} K; below DDIM from NFE "
+        + ", ".join(f"K={K}: {'-' if c is None else c}" for K, c in crossover.items())
+        + "; context (no seed claim): " + ", ".join(ctx_parts),
+        fraction_verdict(wins, total),
+        "the seed's statement is asymptotic (eps -> 0), so the verdict counts the K that are "
+        f"below DDIM at the largest budget (NFE {top}); at small budgets the K-th order sampler "
+        "is worse (its anchors are equispaced in alpha-bar over steps that are long at low NFE). "
+        "Ledger-counted NFE; each sampler runs NFE / (its NFE per step) steps on the same grid; "
+        "li_accel_ode (seed 002) and DPM-Solver-3 are context, not part of the verdict")
 
 
 def _claims(fits, dim_fits, defect_rows) -> List[Claim]:
@@ -247,36 +333,34 @@ def _claims(fits, dim_fits, defect_rows) -> List[Claim]:
             measured += f"; log-SNR grid vs M: {_fmt(f_l)}"
         if f_tv is not None:
             measured += f"; TV vs 1/h: {_fmt(f_tv)}"
-        if _within(f_h, K):
-            verdict = "reproduced"
-            reason = (f"slope vs 1/h = T/(c1 log T) within 0.2 of {K}; vs T it is lower by the "
-                      "(log T)^K factor the bound carries")
-        elif f_h is not None and f_h["order"] is not None and f_h["order"] > 0.5 * K:
-            verdict = "partly"
-            reason = (f"converges, but the fitted slope is not yet {K} in the measured range "
-                      "(pre-asymptotic: local slopes still rising)")
-        else:
-            verdict = "not reproduced"
-            reason = f"fitted slope far from {K}"
+        verdict = order_verdict(_triple(f_h), K)
+        reason = {"reproduced": f"slope vs 1/h = T/(c1 log T) within the interval or 5 % of {K}; "
+                                "vs T it is lower by the (log T)^K factor the bound carries",
+                  "pre-asymptotic": f"converges, but the slope vs 1/h is not yet {K} in the "
+                                    "measured range (interval excludes it)",
+                  "not measured": "no slope could be fitted"}.get(verdict,
+                                                                 f"fitted slope far from {K}")
         claims.append(Claim(STUDY, PAPER, f"K = {K}: error ~ T^-K at fixed d (R = K-1 rounds)",
-                            f"order {K} (Õ(d^(1+2/K) eps^(-1/K)) evaluations)", measured,
+                            f"order {K} ({PAPER_COMPLEXITY})", measured,
                             verdict, reason))
     lab = _label(3, 3)
     f_h = _find(fits, "defect_median vs 1/h", lab)
     claims.append(Claim(STUDY, "notes §2.3/§3 (reconstruction)",
                         "parity rule: order min(R+1, NC(K)), NC(3) = 4, so K = 3, R = 3 gives 4",
                         "4 (notes' numerics: ~3.9)", f"defect vs 1/h: {_fmt(f_h)}",
-                        "reproduced" if _within(f_h, 4) else "not reproduced",
-                        "equispaced 3-point (Simpson) quadrature gains one order with an extra "
-                        "refinement round" if _within(f_h, 4) else "slope not within 0.2 of 4"))
+                        check_verdict(order_verdict(_triple(f_h), 4)),
+                        "a check of the notes' reconstruction (not a paper claim): equispaced "
+                        "3-point (Simpson) quadrature gains one order with an extra refinement "
+                        "round", kind="check"))
     nfe_ok = all(r["nfe"] == r["nfe_formula"] for r in defect_rows)
     claims.append(Claim(STUDY, "notes §2.3 (reconstruction)",
                         "cost: 1 + R(K-1) score evaluations per step",
                         "T (1 + R(K-1)) in total",
                         "ledger count = formula in every run" if nfe_ok else
                         "ledger count differs from the formula",
-                        "reproduced" if nfe_ok else "not reproduced",
-                        "NFE counted by the ledger around the exact denoiser"))
+                        check_verdict(nfe_ok),
+                        "NFE counted by the ledger around the exact denoiser (a check of the "
+                        "implementation's cost, not a paper claim)", kind="check"))
     parts, ok = [], True
     for f in dim_fits:
         parts.append(f"K={f['K']}: defect ~ d^{f['growth_exponent']:.2f} "
@@ -287,7 +371,8 @@ def _claims(fits, dim_fits, defect_rows) -> List[Claim]:
     claims.append(Claim(
         STUDY, PAPER, "dimension dependence: the step count grows like d^(1+2/K) "
                       "(error constant at fixed T at most ~ d^(K+2))",
-        "d^(1+2/K) (worst-case upper bound)", "; ".join(parts), "not testable here",
+        "Õ(d^(1+2/K)) iterations (worst-case upper bound, Theorem 1)", "; ".join(parts),
+        "not testable here",
         (f"a worst-case upper bound cannot be reproduced on specific smooth targets; the measured "
          f"growth of the constant (exponents <= {largest:.2f}; sqrt(d) would mean a "
          f"per-coordinate error independent of d) stays below the bound's, i.e. consistent "
@@ -405,7 +490,8 @@ def run_lagrange_order(ctx: Context) -> StudyResult:
     dim_rows = _dimension_rows(ctx, s)
     fits = _fits(defect_rows, tv_rows)
     dim_fits = _dimension_fits(dim_rows)
-    claims = _claims(fits, dim_fits, defect_rows)
+    eq_rows = equal_nfe_rows(target, ctx, s)
+    claims = _claims(fits, dim_fits, defect_rows) + [_equal_nfe_claim(eq_rows)]
     figures = [_figure_defect(ctx, defect_rows, fits), _figure_tv(ctx, tv_rows, defect_rows),
                _figure_dimension(ctx, dim_rows, dim_fits)]
     head = ", ".join(f"K={K}: {_fmt(_find(fits, 'defect_median vs 1/h', _label(K, None)))}"
@@ -425,6 +511,7 @@ def run_lagrange_order(ctx: Context) -> StudyResult:
                                      f"seed={ctx.seed + 100}+j)",
                 **s}
     return StudyResult(name=STUDY, tables={"defect": defect_rows, "tv": tv_rows, "orders": fits,
-                                           "dimension": dim_rows, "dimension_fit": dim_fits},
+                                           "dimension": dim_rows, "dimension_fit": dim_fits,
+                                           "equal_nfe": eq_rows},
                        claims=claims, figures=figures, summary=summary,
                        extra={"settings": settings})

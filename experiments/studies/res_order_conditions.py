@@ -34,6 +34,27 @@ What is measured
   (``sum_j w_j s_j^k = m_k`` with theory.multistep's weights and kernel moments). From these:
   the *stiff* order (all conditions up to p hold for every h) and the *classical* order (each
   condition of order j <= p holds up to O(h^(p+1-j))).
+* Stiff vs classical order, one step: the local error of one step from exact samples of the
+  marginal at sigma_0 = 1 (where the mixtures curve most) to sigma_0 e^-h against the exact
+  PF-ODE solution, for h = 0.05 .. 3.2, of each DPM-Solver(++) / RES pair. At small h both have
+  their classical local order p + 1; at large h (h L = -h far from 0) the violated stiff
+  conditions (residuals of size O(1) in h, theory/) dominate, so the method with the higher stiff
+  order should have the smaller error there. This can fail: the verdict counts the (pair, target,
+  h >= 1.6) cases where RES' median local error is the smaller one.
+* Stochastic RES: ``res_sde`` in EDM's churn mode (RES Alg. 2) against EDM's churn Heun (Karras
+  et al. 2022, Alg. 2, built here from the registry's ``heun`` step) at equal NFE with the same
+  noise draws (S_churn = 4): error of the first two moments of the output against the exact
+  marginal at sigma = 0.002, a win counted only beyond 2 Monte-Carlo standard errors.
+* Smoothness of D along exact paths (the paper's mechanism, Fig. 1a): D(x(v), v) along exact
+  PF-ODE paths on a dense log-SNR grid, its second derivative by finite differences in lambda and
+  by the chain rule in sigma (EDM's t = sigma) and in the VP time t of the linear-beta schedule
+  (beta 0.1 -> 20), each variable rescaled to [0, 1] over sigma 80 -> 0.002 (so the numbers are
+  comparable: the interpolation error of a uniform grid in v scales with them); reported: the
+  median over paths of max_v ||d^2 D / dv^2||.
+
+Verdicts follow the written rules of ``studies.base`` (``order_verdict`` for the orders,
+``fraction_verdict`` for every comparison: a reduction counts only where its 95 % interval is
+above 0).
 """
 from __future__ import annotations
 
@@ -52,6 +73,7 @@ import torch  # noqa: E402
 from samplerlab.experiments.convergence import defect_sweep, starting_points  # noqa: E402
 from samplerlab.experiments.io import save_figure  # noqa: E402
 from samplerlab.experiments.metrics import defect  # noqa: E402
+from samplerlab.experiments.order import OrderEstimationError, estimate_order  # noqa: E402
 from samplerlab.experiments.reference import solve_pf_ode  # noqa: E402
 from samplerlab.experiments.targets import GaussianMixture  # noqa: E402
 from samplerlab.solvers import SOLVERS, grids  # noqa: E402
@@ -59,7 +81,9 @@ from samplerlab.experiments.order_card import MULTISTEP_WEIGHT_SETS  # noqa: E40
 from samplerlab.theory.exp_rk import EXP_RK_TABLEAUX, check_stiff_conditions  # noqa: E402
 from samplerlab.theory.orders import exp_rk_orders, multistep_orders  # noqa: E402
 
-from .base import Claim, Context, StudyResult, register_study  # noqa: E402
+from .base import (Claim, Context, StudyResult, fraction_verdict, order_verdict,  # noqa: E402
+                   register_study, worst_verdict)
+from samplerlab.experiments.reference import solve_pf_ode_path  # noqa: E402
 from samplerlab.experiments.convergence import order_fields, safe_fit  # noqa: E402
 from samplerlab.experiments.plotting import paper_label, slope_triangle  # noqa: E402
 
@@ -104,11 +128,13 @@ def study_settings(quick: bool) -> Dict:
     if quick:
         return {"targets": ["two_mode_1d"], "n": 48, "karras_nfe": [12, 24, 48, 96, 192],
                 "alt_nfe": [48, 192, 768], "alt_grids": ["sigma_uniform"], "n_headline": 200,
-                "tolerance": 5e-2}
+                "tolerance": 5e-2, "n_local": 64, "n_smooth": 8, "smooth_points": 201,
+                "n_churn": 1000, "churn_steps": [4, 8, 16]}
     return {"targets": ["two_mode_1d", "ring_2d"], "n": 128,
             "karras_nfe": [6, 12, 24, 48, 96, 192, 384],
             "alt_nfe": [12, 48, 192, 768, 3072], "alt_grids": ["sigma_uniform", "lambda_uniform"],
-            "n_headline": 1000, "tolerance": 5e-2}
+            "n_headline": 1000, "tolerance": 5e-2, "n_local": 400, "n_smooth": 32,
+            "smooth_points": 801, "n_churn": 5000, "churn_steps": [4, 8, 16, 32]}
 
 
 def targets(ctx: Context) -> Dict[str, GaussianMixture]:
@@ -195,6 +221,181 @@ def _headline(target, tname, ctx, s, seed_offset) -> List[dict]:
                          "median_reduction": float(1.0 - np.median(b) / np.median(a)),
                          "frac_samples_res_better": float(np.mean(b < a))})
     return rows
+
+
+LOCAL_SIGMA0 = 1.0
+LOCAL_H = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
+LARGE_H = 1.6
+STIFF_PAIRS = (("dpmpp_2s", "res_2s"), ("dpm_solver_3", "res_3s"))
+
+
+def local_error_rows(target, tname, ctx, n: int, seed: int, h_values=LOCAL_H) -> List[dict]:
+    """Median one-step error from exact marginal samples at LOCAL_SIGMA0 to LOCAL_SIGMA0 e^-h
+    against the exact PF-ODE solution, for every sampler of STIFF_PAIRS."""
+    g = torch.Generator(device=ctx.device)
+    g.manual_seed(seed)
+    x = target.sample(n, generator=g, sigma=LOCAL_SIGMA0)
+    rows = []
+    for h in h_values:
+        s1 = LOCAL_SIGMA0 * math.exp(-h)
+        sig = torch.tensor([LOCAL_SIGMA0, s1], dtype=ctx.dtype, device=ctx.device)
+        ref = solve_pf_ode(target, x, LOCAL_SIGMA0, s1)
+        for pair in STIFF_PAIRS:
+            for name in pair:
+                err = defect(SOLVERS[name](target.denoiser, x, sig), ref).per_sample
+                rows.append({"target": tname, "sampler": paper_label(name), "name": name,
+                             "h": h, "sigma_from": LOCAL_SIGMA0, "sigma_to": s1, "samples": n,
+                             "local_error_median": float(torch.quantile(err.double(), 0.5)),
+                             "local_error_mean": float(err.double().mean())})
+    return rows
+
+
+#: linear-beta VP schedule for the smoothness comparison (DDPM/score-SDE: beta 0.1 -> 20)
+VP_BETA_MIN, VP_BETA_MAX = 0.1, 20.0
+
+
+def _vp_time(sigma: np.ndarray) -> np.ndarray:
+    """VP time t with sigma_VE(t)^2 = exp(beta_min t + (beta_max - beta_min) t^2 / 2) - 1."""
+    bd = VP_BETA_MAX - VP_BETA_MIN
+    return (-VP_BETA_MIN + np.sqrt(VP_BETA_MIN ** 2 + 2 * bd * np.log1p(sigma ** 2))) / bd
+
+
+def _lambda_derivatives_vp(t: np.ndarray):
+    """d lambda / dt and d^2 lambda / dt^2 for lambda(t) = -log sigma_VE(t) (linear beta)."""
+    bd = VP_BETA_MAX - VP_BETA_MIN
+    B1, B2 = VP_BETA_MIN + bd * t, bd
+    B = VP_BETA_MIN * t + 0.5 * bd * t ** 2
+    em1 = np.expm1(B)
+    E = em1 + 1.0
+    l1 = -0.5 * E * B1 / em1
+    l2 = -0.5 * (E * B2 * em1 - E * B1 ** 2) / em1 ** 2
+    return l1, l2
+
+
+def smoothness_rows(target, tname, ctx, n: int, seed: int, points: int) -> List[dict]:
+    """max over each exact path of ||d^2 D/dv^2|| for v = lambda, sigma, VP time t, every
+    variable rescaled to [0, 1] over [SIGMA_MIN, SIGMA_MAX] (module docstring)."""
+    x0 = starting_points(target, n, SIGMA_MAX, seed)
+    sig = grids.lambda_uniform(points - 1, SIGMA_MIN, SIGMA_MAX, dtype=torch.float64,
+                               device=ctx.device)
+    path = solve_pf_ode_path(target, x0.double(), sig)            # [K, n, d]
+    K = sig.numel()
+    flat = path.reshape(K * n, -1)
+    d = target.denoiser(flat, sig.repeat_interleave(n)).reshape(K, n, -1).cpu().numpy()
+    lam = -np.log(sig.cpu().numpy())
+    dl = lam[1] - lam[0]
+    d1 = np.gradient(d, dl, axis=0)
+    d2 = np.gradient(d1, dl, axis=0)
+    sg = sig.cpu().numpy()[:, None, None]
+    # sigma: lambda' = -1/sigma, lambda'' = 1/sigma^2
+    d2_sigma = d2 / sg ** 2 + d1 / sg ** 2
+    t = _vp_time(sig.cpu().numpy())
+    l1, l2 = _lambda_derivatives_vp(t)
+    d2_t = d2 * (l1 ** 2)[:, None, None] + d1 * l2[:, None, None]
+    ranges = {"lambda": lam.max() - lam.min(), "sigma": SIGMA_MAX - SIGMA_MIN,
+              "VP time t": t.max() - t.min()}
+    inner = slice(2, K - 2)                  # one-sided differences at the ends are dropped
+    rows = []
+    for var, dd in (("lambda", d2), ("sigma", d2_sigma), ("VP time t", d2_t)):
+        norm = np.linalg.norm(dd[inner], axis=2) * ranges[var] ** 2     # [K', n]
+        per_path = norm.max(axis=0)
+        where = np.argmax(norm, axis=0)
+        rows.append({"target": tname, "variable": var, "paths": n, "points": K,
+                     "max_d2D_median": float(np.median(per_path)),
+                     "max_d2D_q90": float(np.quantile(per_path, 0.9)),
+                     "sigma_at_max_median": float(np.median(sg[inner][where, 0, 0])),
+                     "range": float(ranges[var])})
+    return rows
+
+
+CHURN = 4.0          # EDM's S_churn: gamma = min(S_churn / M, sqrt(2) - 1) per step
+
+
+def churn_heun(denoiser, x: torch.Tensor, sigmas: torch.Tensor, s_churn: float,
+               generator: torch.Generator, step: str = "heun") -> torch.Tensor:
+    """EDM's stochastic sampler (Karras et al. 2022, Alg. 2): per step lift sigma_n to
+    sigma_hat = sigma_n (1 + gamma) with ``sqrt(sigma_hat^2 - sigma_n^2) z``, then one
+    deterministic ``step`` (a registry single-step sampler) from sigma_hat to sigma_{n+1};
+    gamma = min(s_churn / M, sqrt(2) - 1). The noise is drawn in the order ``res_sde`` draws it,
+    so with ``step='res_2s'`` this is ``SOLVERS['res_sde'](mode='churn')`` (checked)."""
+    from samplerlab.solvers.noise import churn_levels
+    m = sigmas.numel() - 1
+    gamma = min(s_churn / m, math.sqrt(2.0) - 1.0)
+    hat, lift = churn_levels(sigmas[:-1].detach().cpu().double().numpy(), gamma)
+    for i in range(m):
+        z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        x = x + float(lift[i]) * z
+        pair = torch.tensor([float(hat[i]), float(sigmas[i + 1])], dtype=x.dtype,
+                            device=x.device)
+        x = SOLVERS[step](denoiser, x, pair)
+    return x
+
+
+def _moment_error(x: torch.Tensor, target, sigma: float) -> float:
+    """||mean - mu|| + ||Cov - Sigma||_F of the samples against the exact marginal at sigma."""
+    mu, cov = (t.double() for t in target.moments(sigma))
+    xs = x.double().reshape(x.shape[0], -1)
+    return float(torch.linalg.vector_norm(xs.mean(0) - mu)
+                 + torch.linalg.matrix_norm(torch.cov(xs.T).reshape(cov.shape) - cov))
+
+
+def churn_rows(target, tname, ctx, n: int, seed: int, steps_list) -> List[dict]:
+    """RES-2S (``res_sde``, churn) vs EDM's churn Heun at equal NFE (2 per step), same noise;
+    errors of the first two moments against the exact marginal at SIGMA_MIN."""
+    rows = []
+    x0 = starting_points(target, n, SIGMA_MAX, seed)
+    _, cov = target.moments(SIGMA_MIN)
+    se = math.sqrt(float(cov.double().diagonal().sum()) / n)   # standard error of the mean
+    for m in steps_list:
+        sig = grids.karras(m, SIGMA_MIN, SIGMA_MAX, RHO, dtype=ctx.dtype, device=ctx.device)
+        out = {}
+        runs = [("res_sde", lambda g: SOLVERS["res_sde"](target.denoiser, x0, sig, mode="churn",
+                                                        s_churn=CHURN, generator=g)),
+                ("heun", lambda g: churn_heun(target.denoiser, x0, sig, CHURN, g))]
+        if m == steps_list[0]:      # the shared-noise check, once per target
+            runs.append(("res_2s replica", lambda g: churn_heun(target.denoiser, x0, sig, CHURN,
+                                                                g, step="res_2s")))
+        for label, fn in runs:
+            g = torch.Generator(device=ctx.device)
+            g.manual_seed(seed + m)
+            out[label] = fn(g)
+        rows.append({"target": tname, "steps": m, "nfe": 2 * m, "samples": n, "s_churn": CHURN,
+                     "gamma": min(CHURN / m, math.sqrt(2.0) - 1.0),
+                     "moment_error_res": _moment_error(out["res_sde"], target, SIGMA_MIN),
+                     "moment_error_heun": _moment_error(out["heun"], target, SIGMA_MIN),
+                     "mc_standard_error": se,
+                     "replica_distance": (
+                         float((out["res_sde"] - out["res_2s replica"]).abs().max())
+                         if "res_2s replica" in out else None)})
+    return rows
+
+
+def _churn_claim(rows) -> Optional[Claim]:
+    if not rows:
+        return None
+    wins = sum(r["moment_error_res"] < r["moment_error_heun"] - 2 * r["mc_standard_error"]
+               for r in rows)
+    losses = sum(r["moment_error_heun"] < r["moment_error_res"] - 2 * r["mc_standard_error"]
+                 for r in rows)
+    parts = []
+    for t in dict.fromkeys(r["target"] for r in rows):
+        parts.append(f"{t}: " + ", ".join(
+            f"NFE {r['nfe']}: {r['moment_error_res']:.3g} vs {r['moment_error_heun']:.3g}"
+            for r in rows if r["target"] == t))
+    gap = max(r["replica_distance"] for r in rows if r["replica_distance"] is not None)
+    verdict = "no separation" if wins + losses == 0 else fraction_verdict(wins, len(rows))
+    return Claim(
+        STUDY, PAPER, "RES inside EDM's stochastic (churn) sampler beats EDM's churn Heun at "
+                      "equal NFE (Algorithm 2)",
+        "— (stochastic results reported; numbers not accessible)",
+        "moment error ||mean - mu|| + ||Cov - Sigma||_F at sigma = 0.002, RES-2S churn vs "
+        f"Heun churn (S_churn = {CHURN:g}, same noise, {rows[0]['samples']} samples): "
+        + "; ".join(parts) + f". RES better beyond 2 Monte-Carlo standard errors "
+        f"({rows[0]['mc_standard_error']:.2g}) at {wins}/{len(rows)}, worse at {losses}",
+        verdict,
+        "both 2 NFE per step on the Karras grid; the churn-Heun loop reproduces res_sde to "
+        f"{gap:.0e} when given RES-2S steps, so the two share the noise exactly; a difference "
+        "within 2 standard errors counts as no win")
 
 
 def _nfe_to_reach(rows, tol) -> Optional[float]:
@@ -338,36 +539,51 @@ def _claims(headline, robust, orders, s) -> List[Claim]:
     close = [r["target"] for r in main if abs(100 * r["reduction"] - 25.2) <= 12.6]
     nb_win = sorted({r["nfe"] for r in nb if r["reduction_ci_low"] > 0 and all(
         q["reduction_ci_low"] > 0 for q in nb if q["nfe"] == r["nfe"])})
-    if main and len(win) == len(main):
-        verdict = "reproduced"
+    verdict = fraction_verdict(len(win), len(main))
+    if verdict == "reproduced":
         reason = ("RES-2S has the lower defect on every target (interval above 0); size "
                   + ("within a factor 2 of the paper's on " + ", ".join(close) if close else
                      "differs from the paper's 25.2 % (toy mixtures, not an image model)"))
     elif win:
-        verdict = "partly"
-        reason = (f"at NFE 9 RES-2S is lower on {', '.join(win)} but higher on "
-                  f"{', '.join(lose) or 'none'}; at NFE {', '.join(map(str, nb_win)) or '-'} it is "
-                  "lower on every target, so the sign at one NFE depends on where the 4-step "
-                  "Karras grid puts its levels")
+        reason = (f"lower (interval above 0) on {len(win)}/{len(main)} targets: "
+                  f"{', '.join(win)}; higher on {', '.join(lose) or 'none'}; at NFE "
+                  f"{', '.join(map(str, nb_win)) or '-'} it is lower on every target, so the sign "
+                  "at one NFE depends on where the 4-step Karras grid puts its levels")
     else:
-        verdict = "not reproduced"
         reason = "the reduction's interval is not above 0 on any target at NFE 9"
     claims.append(Claim(
         STUDY, PAPER, "RES reduces the numerical defect of single-step DPM-Solver++ at NFE 9",
         "25.2 % (ImageNet-64 EDM model)", meas, verdict, reason))
     m2 = [r for r in headline if r["baseline"] == "dpmpp_2m" and r["nfe"] == HEADLINE_NFE]
     if m2:
-        better = all(r["reduction_ci_low"] > 0 for r in m2)
+        n_better = sum(r["reduction_ci_low"] > 0 for r in m2)
+        better = n_better == len(m2)
         claims.append(Claim(
             STUDY, PAPER, "multistep RES (RES-2M) improves on DPM-Solver++(2M)",
             "improvement reported (no number for NFE 9)",
             "; ".join(f"{r['target']}@NFE 9: {100 * r['reduction']:.1f} % "
                       f"[{100 * r['reduction_ci_low']:.1f}, {100 * r['reduction_ci_high']:.1f}]"
                       for r in m2),
-            "reproduced" if better else "not reproduced",
+            fraction_verdict(n_better, len(m2)),
             "RES-2M lower on every target" if better else
-            "at NFE 9 on these targets RES-2M has the larger defect (the notes' own check, "
-            "§4.4, found the same at NFE 6-48)"))
+            f"lower (interval above 0) on {n_better}/{len(m2)} targets; at NFE 9 on these targets "
+            "RES-2M has the larger defect (the notes' own check, §4.4, found the same at NFE "
+            "6-48)"))
+    m3 = [r for r in headline if r["baseline"] == "dpm_solver_3" and r["nfe"] == HEADLINE_NFE]
+    if m3:
+        n3 = sum(r["reduction_ci_low"] > 0 for r in m3)
+        claims.append(Claim(
+            STUDY, PAPER, "RES-3S (3 stages) reduces the numerical defect of DPM-Solver-3 at NFE 9 "
+                          "(3 steps, no final denoise)",
+            "— (the 25.2 % is for the 2-stage single-step pair; 'up to 60 %' defect reduction, "
+            "sciencestack summary, sampler not named)",
+            "; ".join(f"{r['target']}@NFE 9: {100 * r['reduction']:.1f} % "
+                      f"[{100 * r['reduction_ci_low']:.1f}, {100 * r['reduction_ci_high']:.1f}] "
+                      f"(mean defect {r['defect_mean_baseline']:.3g} -> {r['defect_mean_res']:.3g})"
+                      for r in m3),
+            fraction_verdict(n3, len(m3)),
+            f"RES-3S lower (interval above 0) on {n3}/{len(m3)} targets; RES-3S is the notes' "
+            "reconstruction (§2.5, Hochbruck-Ostermann family), not confirmed in the paper"))
     sens = []
     for r in robust:
         if r["grid"] != "sigma_uniform":
@@ -385,45 +601,112 @@ def _claims(headline, robust, orders, s) -> List[Claim]:
             parts.append(f"{tname}: {paper_label(base)} {fb}, {paper_label(res)} {fr}")
             if rb["inflation"] and rr["inflation"]:
                 pairs_ok.append(rr["inflation"] < rb["inflation"])
-    verdict = ("reproduced" if pairs_ok and all(pairs_ok) else
-               "partly" if any(pairs_ok) else "not reproduced")
+    verdict = fraction_verdict(sum(pairs_ok), len(pairs_ok))
     infl = [r["inflation"] for r in sens if r["inflation"]]
     sig = grids.sigma_uniform(max(1, max(r["max_nfe_tried"] for r in sens) // 2), SIGMA_MIN,
                               SIGMA_MAX) if sens else None
     h_last = float(torch.log(sig[-2] / sig[-1])) if sig is not None else float("nan")
     claims.append(Claim(
         STUDY, PAPER, "an inefficient schedule can need ~2x the steps; RES is less sensitive",
-        "~2x more steps (schedule not identified)",
+        "about 2x as many steps (abstract; the schedule is not identified); RES 'much less "
+        "sensitive' (no number)",
         f"NFE inflation to reach mean defect {s['tolerance']:g} on a sigma-uniform grid vs "
         "Karras: " + "; ".join(parts),
         verdict,
         (f"uniform-in-sigma needs {min(infl):.0f}-{max(infl):.0f}x the NFE (its last step is "
          f"still h = {h_last:.1f} at the largest grid), far beyond 2x; " if infl else
          "tolerance not reached on the uniform grid; ")
-        + "RES' inflation " + ("is lower for every pair" if verdict == "reproduced" else
-                               "is lower only for some pairs" if verdict == "partly" else
-                               "is not lower than DPM-Solver(++)'s")))
-    parts, ok = [], True
+        + f"RES' inflation is lower in {sum(pairs_ok)}/{len(pairs_ok)} (pair, target) cases"))
+    parts, verdicts = [], []
     for name in SAMPLERS:
         rs = [r for r in orders if r["name"] == name and r["grid"] == "karras"]
         parts.append(f"{paper_label(name)}: " + ", ".join(
             f"{r['target']} {_fmt_order(r)}" for r in rs))
-        ok &= all(r["order"] is not None and abs(r["order"] - r["declared"]) <= 0.3 for r in rs)
+        verdicts += [order_verdict(None if r["order"] is None else
+                                   (r["order"], r["ci_low"], r["ci_high"]), r["declared"])
+                     for r in rs]
     stiff = {n: (exp_rk_orders(n)[0] if n in EXP_RK_TABLEAUX else
                  multistep_orders(*MULTISTEP_WEIGHT_SETS[n])[0]) for n in SAMPLERS}
     stiff_ok = all(stiff[res] > stiff[base] for base, res in PAIRS)
     parts.append("stiff orders (theory/): " + ", ".join(f"{paper_label(n)} {stiff[n]}"
                                                          for n in SAMPLERS))
-    ok &= stiff_ok
+    verdict = worst_verdict(verdicts + ["reproduced" if stiff_ok else "not reproduced"])
     claims.append(Claim(
         STUDY, "notes §2.3-2.6 (order conditions)",
         "orders: RES-2S/RES-2M/DPM-Solver++(2S,2M) 2, RES-3S/DPM-Solver-3 3 (classical limit); "
         "RES satisfies the stiff conditions DPM-Solver++ violates",
-        "2 / 3 (stiff: RES-2S 2, DPM-Solver++(2S) 1)", "; ".join(parts),
-        "reproduced" if ok else "partly",
-        "fitted slopes of the median defect vs NFE on the Karras grid within 0.3 of the declared "
-        "orders; stiff orders from theory/ in the conditions table" if ok else
-        "some fitted slopes are off by more than 0.3 from the declared order (see orders table)"))
+        "2 / 3 (stiff: RES-2S 2, DPM-Solver++(2S) 1)", "; ".join(parts), verdict,
+        "worst over the (sampler, target) slope verdicts (median defect vs NFE, Karras grid) and "
+        "the stiff-order comparison from theory/ (RES' stiff order above its partner's in "
+        f"{sum(stiff[r] > stiff[b] for b, r in PAIRS)}/{len(PAIRS)} pairs)"))
+    return claims
+
+
+def _stiff_claim(local_rows) -> Optional[Claim]:
+    if not local_rows:
+        return None
+    parts, wins, total = [], 0, 0
+    for base, res in STIFF_PAIRS:
+        for tname in dict.fromkeys(r["target"] for r in local_rows):
+            at = {(r["name"], r["h"]): r["local_error_median"] for r in local_rows
+                  if r["target"] == tname}
+            hs = sorted({h for (_, h) in at})
+            ratios = [at[(base, h)] / at[(res, h)] for h in hs]
+            small = [r for r in local_rows if r["target"] == tname and r["h"] <= 0.2]
+            orders = []
+            for name in (base, res):
+                sel = sorted((r for r in small if r["name"] == name), key=lambda r: r["h"])
+                try:
+                    est = estimate_order([1.0 / r["h"] for r in sel],
+                                         [r["local_error_median"] for r in sel])
+                    orders.append(f"{paper_label(name)} {est.order:.2f}")
+                except OrderEstimationError:
+                    orders.append(f"{paper_label(name)} no fit")
+            for h, q in zip(hs, ratios):
+                if h >= LARGE_H:
+                    total += 1
+                    wins += q > 1.0
+            parts.append(f"{tname}, {paper_label(base)} / {paper_label(res)} error ratio at h = "
+                         + ", ".join(f"{h:g}: {q:.2f}" for h, q in zip(hs, ratios))
+                         + f" (local orders at h <= 0.2: {', '.join(orders)})")
+    return Claim(
+        STUDY, "notes §2.3 (stiff order conditions, Hochbruck-Ostermann), RES' design argument",
+        "at large steps the stiff order decides: RES (stiff order 2) has a smaller one-step error "
+        "than the DPM-Solver(++) of the same stage count (stiff order 1), although both have the "
+        "same classical order",
+        "— (no number in the seed)",
+        f"median one-step error from exact samples at sigma = {LOCAL_SIGMA0:g} to sigma e^-h: "
+        + "; ".join(parts) + f". RES smaller at h >= {LARGE_H:g} in {wins}/{total} cases",
+        fraction_verdict(wins, total),
+        "a ratio > 1 means RES is better; at small h both show the classical local order p + 1 "
+        "and the ratio is set by the error constants, at large h by the violated stiff "
+        "conditions' O(1) residuals; the count can fail")
+
+
+def _smoothness_claim(smooth_rows) -> Optional[Claim]:
+    if not smooth_rows:
+        return None
+    parts, wins, total = [], 0, 0
+    for tname in dict.fromkeys(r["target"] for r in smooth_rows):
+        at = {r["variable"]: r for r in smooth_rows if r["target"] == tname}
+        parts.append(f"{tname}: " + ", ".join(
+            f"{v} {r['max_d2D_median']:.3g} (at sigma ~ {r['sigma_at_max_median']:.2g})"
+            for v, r in at.items()))
+        for other in at:
+            if other != "lambda":
+                total += 1
+                wins += at["lambda"]["max_d2D_median"] < at[other]["max_d2D_median"]
+    return Claim(
+        STUDY, PAPER, "the data prediction D is smoother along exact trajectories in the log-SNR "
+                      "time lambda than in other time variables (the mechanism of RES, Fig. 1a)",
+        "— (Fig. 1a compares 'acceleration' norms; its numbers are not accessible)",
+        "median over exact paths of max ||d^2 D/dv^2|| with v rescaled to [0, 1] over sigma "
+        "80 -> 0.002: " + "; ".join(parts) + f". lambda smoother in {wins}/{total} comparisons",
+        fraction_verdict(wins, total),
+        "finite differences of the exact D on a dense log-SNR grid along exact PF-ODE paths, "
+        "chain rule for sigma (EDM's t) and the VP time of the linear-beta schedule (beta 0.1 -> "
+        "20); a rescaled second derivative sets a uniform grid's interpolation error in that "
+        "variable")
     return claims
 
 
@@ -442,7 +725,18 @@ def run_res_order_conditions(ctx: Context) -> StudyResult:
     robust = _robustness(sweeps, s["tolerance"])
     orders = _orders(sweeps)
     conditions = _condition_rows()
+    local_rows, smooth_rows = [], []
+    for i, tname in enumerate(s["targets"]):
+        local_rows += local_error_rows(tg[tname], tname, ctx, s["n_local"], ctx.seed + 30 + i)
+        smooth_rows += smoothness_rows(tg[tname], tname, ctx, s["n_smooth"], ctx.seed + 40 + i,
+                                       s["smooth_points"])
     claims = _claims(headline, robust, orders, s)
+    churn = []
+    for i, tname in enumerate(s["targets"]):
+        churn += churn_rows(tg[tname], tname, ctx, s["n_churn"], ctx.seed + 60 + i,
+                            s["churn_steps"])
+    claims += [c for c in (_stiff_claim(local_rows), _smoothness_claim(smooth_rows),
+                           _churn_claim(churn)) if c]
     figures = [_figure_defects(ctx, sweeps, ["karras"] + s["alt_grids"], s["targets"]),
                _figure_headline(ctx, headline)]
     main = [r for r in headline if r["baseline"] == "dpmpp_2s" and r["nfe"] == HEADLINE_NFE]
@@ -472,6 +766,8 @@ def run_res_order_conditions(ctx: Context) -> StudyResult:
                                    "denoise, x*(sigma_min) without",
                 "bootstrap": BOOTSTRAP, **s}
     return StudyResult(name=STUDY, tables={"defect": sweeps, "nfe9": headline, "orders": orders,
-                                           "robustness": robust, "conditions": conditions},
+                                           "robustness": robust, "conditions": conditions,
+                                           "local_error": local_rows,
+                                           "smoothness": smooth_rows, "churn": churn},
                        claims=claims, figures=figures, summary=summary,
                        extra={"settings": settings})

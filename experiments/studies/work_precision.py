@@ -44,7 +44,8 @@ from samplerlab.experiments.io import save_figure  # noqa: E402
 from samplerlab.experiments.targets import GaussianMixture  # noqa: E402
 from samplerlab.solvers import SOLVERS, grids  # noqa: E402
 
-from .base import Claim, Context, StudyResult, register_study  # noqa: E402
+from .base import (Claim, Context, StudyResult, check_verdict, fraction_verdict,  # noqa: E402
+                   order_verdict, register_study)
 
 __all__ = ["deterministic_samplers", "run_work_precision", "study_settings"]
 
@@ -146,28 +147,45 @@ def run_work_precision(ctx: Context) -> StudyResult:
                      "interval": "" if r["order"] is None else
                      f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]",
                      "points": f"M = {r['n_used']}" if r["points"] else "0"})
-    agree = [o for o in order_rows if o["order"] is not None
-             and abs(o["order"] - o["declared"]) <= 0.2]
-    above = [o for o in order_rows if o["order"] is not None and o["order"] - o["declared"] > 0.2]
-    below = [o for o in order_rows if o["order"] is None or o["declared"] - o["order"] > 0.2]
+    for o in order_rows:
+        o["verdict"] = order_verdict(None if o["order"] is None else
+                                     (o["order"], o["ci_low"], o["ci_high"]), o["declared"])
+    for o in order_rows:
+        nominal = theory_order(o["name"]).split(" ")[0]
+        o["theory_order"] = int(nominal) if nominal.isdigit() else None
+        o["verdict_vs_theory"] = (None if o["theory_order"] is None else order_verdict(
+            None if o["order"] is None else (o["order"], o["ci_low"], o["ci_high"]),
+            o["theory_order"]))
+    agree = [o for o in order_rows if o["verdict"] == "reproduced"]
+    n_pre = sum(o["verdict"] == "pre-asymptotic" for o in order_rows)
+    n_theory = sum(o["verdict"] != "reproduced" and o["verdict_vs_theory"] == "reproduced"
+                   for o in order_rows)
+    above = [o for o in order_rows if o["verdict"] != "reproduced" and o["order"] is not None
+             and o["order"] > o["declared"]]
+    below = [o for o in order_rows if o["verdict"] != "reproduced" and o not in above]
     claims = [Claim(
         STUDY, "registry (declared orders)",
         "every deterministic sampler converges at its declared order on the Karras grid",
         "declared order (SOLVERS[name].order_for())",
-        f"{len(agree)}/{len(order_rows)} (sampler, target) fits within 0.2 of declared; higher: "
+        f"{len(agree)}/{len(order_rows)} (sampler, target) fits agree with the declared order "
+        "(interval contains it or within 5 %); higher: "
         + (", ".join(f"{o['name']}@{o['target']} {o['order']:.2f}" for o in above) or "none")
         + "; lower/no fit: "
         + (", ".join(f"{o['name']}@{o['target']} "
                      + ("no fit" if o["order"] is None else f"{o['order']:.2f}")
                      for o in below) or "none"),
-        "reproduced" if not above and not below else "partly",
-        "all fitted slopes match" if not above and not below else
-        "slopes off by more than 0.2 in the measured range of M: pre-asymptotic behaviour, or "
-        "(for orders capped by low-order warm-up/final steps) those steps still negligible; "
-        "per-sampler numbers in the orders table")]
+        check_verdict(fraction_verdict(len(agree), len(order_rows))),
+        "a check of the registry, not a paper claim; all fitted slopes match" if not above and
+        not below else
+        f"a check of the registry, not a paper claim; of the {len(order_rows) - len(agree)} "
+        f"others, {n_pre} are within 0.5 (pre-asymptotic) and {n_theory} agree with theory/'s "
+        "nominal order instead (orders capped by low-order warm-up/final steps, whose error is "
+        "still negligible at M <= 256, see the order card); per-sampler numbers in the orders "
+        "table",
+        kind="check")]
     summary = (f"Work-precision of {len(names)} deterministic samplers on the 2-D ring and a "
                f"d = {D_HIGH} anisotropic mixture (Karras 80 -> 0.002): {len(agree)}/"
-               f"{len(order_rows)} measured orders within 0.2 of the declared ones.\n"
+               f"{len(order_rows)} measured orders agree with the declared ones (order rule).\n"
                "Order card: see the table above; wall times in work-precision__defect_timing.csv.")
     settings = {"samplers": names, "grid": f"karras(M, {SIGMA_MIN}, {SIGMA_MAX}, rho={RHO})",
                 "alpha_bar_chain": "li_* and lagrange read the Karras grid as their alpha-bar "
