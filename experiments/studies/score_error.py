@@ -30,11 +30,16 @@ deterministic samplers by the change of variables along the exact flow
 denoiser), the SDE sampler by density propagation through its step coefficients
 (``provable_acceleration.tv_chain_1d``) with the perturbed denoiser and its autograd derivative.
 
-* ``tv`` table: TV vs T for eps in ``EPS`` (eps = 0 is the discretisation curve).
-* ``floor`` table: per sampler and eps > 0, the floor ``F(eps) = TV_eps(T_max)`` where the
-  discretisation part is small (``TV_0(T_max) <= F / 10``), and its exponent in eps
-  (``order.fit_power_law``, 95 % interval) — the bounds predict 1; and the eps-part at fixed eps,
-  ``TV_eps(T) - TV_0(T)``, vs T (slope; the bounds predict ~0 up to polylog T).
+* ``tv`` table: TV vs T for each eps (eps = 0 is the discretisation curve).
+* ``floor`` table: per sampler and eps > 0, TV_eps(T_max) and the eps-part
+  ``TV_eps(T_max) - TV_0(T_max)`` (the score-error term of an additive bound), with the slope of
+  the eps-part vs T at fixed eps (last three T; the bounds predict ~0 up to polylog T).
+  ``floor_fits``: the exponent in eps of each sampler's eps-part over the eps where it is
+  positive (a negative eps-part means the perturbation cancels part of the discretisation error)
+  and of the PF-ODE-limit floor F(eps) (the Lagrange K = 3 TV at T_max where its discretisation
+  part is below a tenth of it: the law of the exact PF-ODE of D_eps, the T -> infinity limit of
+  every ODE sampler), by ``order.fit_power_law`` with 95 % intervals — the bounds predict 1.
+  The additive split ``TV_eps(T) <= TV_0(T) + F(eps)`` is checked at every point.
 * ``learned`` table: the same TV vs T with a trained MLP denoiser (learned.train_mlp_denoiser;
   its score error per level in ``mlp_score_error``, its eps_score on each grid in the ``learned``
   rows): where each sampler's TV stops falling (the first T whose TV is within 10 % of the
@@ -95,9 +100,9 @@ RANK_SAMPLERS = ["euler", "heun", "dpmpp_2m", "res_2s", "li_accel_ode", ("lagran
 
 def study_settings(quick: bool) -> Dict:
     if quick:
-        return {"T": [13, 25, 50, 100], "eps": [0.0, 3e-3, 1e-2, 3e-2, 1e-1],
-                "flow_points": 601, "grid_points": 384, "mlp_iterations": 600,
-                "rank_n": 128, "rank_nfe": [5, 6, 8, 10], "score_n": 2000}
+        return {"T": [13, 25, 50, 100], "eps": [0.0, 1e-2, 3e-2, 1e-1],
+                "flow_points": 501, "grid_points": 384, "mlp_iterations": 400,
+                "rank_n": 64, "rank_nfe": [5, 6, 8, 10], "score_n": 2000}
     return {"T": [13, 25, 50, 100, 200, 400, 800], "eps": [0.0, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
             "flow_points": 1501, "grid_points": 1024, "mlp_iterations": 2000,
             "rank_n": 512, "rank_nfe": [5, 6, 7, 8, 9, 10], "score_n": 8000}
@@ -149,12 +154,19 @@ def _tv_rows(target, s, nodes, denoisers: Dict[str, object], timing) -> List[dic
         for label in SAMPLERS:
             for T in s["T"]:
                 start = time.perf_counter()
-                tv = _tv(target, den, label, T, nodes, s)
+                note = ""
+                try:
+                    tv = _tv(target, den, label, T, nodes, s)
+                except ValueError as exc:    # a non-monotone step map: no exact TV there
+                    if "not increasing" not in str(exc):
+                        raise
+                    tv, note = None, str(exc)
                 timing.append({"part": f"TV {label} {tag} T={T}",
                                "seconds": time.perf_counter() - start})
                 name, opts = SAMPLERS[label]
                 rows.append({"denoiser": tag, "sampler": label, "T": T,
-                             "nfe": SOLVERS[name].nfe(_grid(T), **opts), "tv": tv})
+                             "nfe": SOLVERS[name].nfe(_grid(T), **opts), "tv": tv,
+                             "note": note})
     return rows
 
 
@@ -228,7 +240,7 @@ def _additivity(tv_rows, floor_rows, s):
 def _stall(rows, tag, label, Ts) -> Optional[int]:
     vals = [_get(rows, tag, label, T) for T in Ts]
     for i in range(len(Ts) - 1):
-        if vals[i + 1] > 0.9 * vals[i]:
+        if vals[i] is not None and vals[i + 1] is not None and vals[i + 1] > 0.9 * vals[i]:
             return Ts[i]
     return None
 
@@ -263,7 +275,7 @@ def _fmt_fit(f):
 
 def _verdict_linear(f) -> str:
     if f is None:
-        return "not reproduced"
+        return "not testable here"
     if f["ci_low"] <= 1 <= f["ci_high"] or abs(f["exponent"] - 1) <= 0.15:
         return "reproduced"
     return "partly" if abs(f["exponent"] - 1) <= 0.5 else "not reproduced"
@@ -282,7 +294,7 @@ def _claims(s, tv_rows, floor_rows, fits, learned_rows, rank_rows, mlp_eps) -> L
                           f"eps_score and (up to polylog T) independent of T — {BOUNDS[label]}",
             "exponent in eps: 1; eps-part vs T: slope ~0 (polylog)",
             f"eps-part TV_eps - TV_0 at T = {t_max} ~ eps^p, p = {_fmt_fit(f)} over eps "
-            f"{f['eps_used'] if f else '-'}"
+            f"{f['eps_used'] if f else '(fewer than 3 positive points)'}"
             + (f" (negative, i.e. partial cancellation with the discretisation error, at eps = "
                f"{neg})" if neg else "")
             + f"; at eps = {max(s['eps']):g} vs T (last 3 T): slope "
@@ -315,7 +327,8 @@ def _claims(s, tv_rows, floor_rows, fits, learned_rows, rank_rows, mlp_eps) -> L
                       "score error (the bounds' eps_score term)",
         "TV -> O(eps_score) as T grows",
         "trained MLP (eps_score = " + f"{mlp_eps['mlp_vp']:.3g} VP on the T = {max(ts)} grid): "
-        + "; ".join(f"{LABELS[k]} stalls at T = {stalls[k]} (TV floor {floors[k]:.2e} vs "
+        + "; ".join(f"{LABELS[k]} " + (f"stalls at T = {stalls[k]}" if stalls[k] else
+                                          f"still falling at T = {max(ts)}") + " (TV floor {floors[k]:.2e} vs "
                     f"exact-score {exact_best[k]:.1e})" for k in SAMPLERS),
         "reproduced" if all(stalls[k] is not None for k in SAMPLERS) else "partly",
         "stall T = the first T whose TV is within 10 % of the next T's; the floor is the TV of "
@@ -351,8 +364,10 @@ def _figure_tv(ctx, s, tv_rows, learned_rows):
             tag = f"eps={eps:g}"
             ax.loglog(s["T"], [_get(tv_rows, tag, label, T) for T in s["T"]], "o-", ms=3,
                       color=_COLORS[i], label=f"eps = {eps:g}")
-        ax.loglog(s["T"], [_get(learned_rows, "learned", label, T) for T in s["T"]], "s--",
-                  ms=4, color="m", label="trained MLP")
+        pts = [(T, _get(learned_rows, "learned", label, T)) for T in s["T"]]
+        pts = [(T, v) for T, v in pts if v is not None]
+        ax.loglog([T for T, _ in pts], [v for _, v in pts], "s--", ms=4, color="m",
+                  label="trained MLP")
         ax.set_title(f"{LABELS[label]}", fontsize=10)
         ax.set_ylabel("TV to the exact law (1-D, exact)")
         ax.grid(True, which="both", alpha=0.3)
