@@ -103,7 +103,7 @@ def study_settings(quick: bool) -> Dict:
         return {"T": [13, 25, 50, 100], "eps": [0.0, 1e-2, 3e-2, 1e-1],
                 "flow_points": 501, "grid_points": 384, "mlp_iterations": 400,
                 "rank_n": 64, "rank_nfe": [5, 6, 8, 10], "score_n": 2000}
-    return {"T": [13, 25, 50, 100, 200, 400, 800], "eps": [0.0, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
+    return {"T": [13, 25, 50, 100, 200, 400], "eps": [0.0, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
             "flow_points": 1501, "grid_points": 1024, "mlp_iterations": 2000,
             "rank_n": 512, "rank_nfe": [5, 6, 7, 8, 9, 10], "score_n": 8000}
 
@@ -274,10 +274,15 @@ def _fmt_fit(f):
 
 
 def _verdict_linear(f) -> str:
+    """reproduced: the 95 % interval is at most 0.5 wide and contains 1, or the exponent is
+    within 0.15 of 1; partly: within 0.5 (or a wider interval containing 1)."""
     if f is None:
         return "not testable here"
-    if f["ci_low"] <= 1 <= f["ci_high"] or abs(f["exponent"] - 1) <= 0.15:
+    if abs(f["exponent"] - 1) <= 0.15 or (f["ci_low"] <= 1 <= f["ci_high"]
+                                         and f["ci_high"] - f["ci_low"] <= 0.5):
         return "reproduced"
+    if f["ci_low"] <= 1 <= f["ci_high"]:
+        return "partly"
     return "partly" if abs(f["exponent"] - 1) <= 0.5 else "not reproduced"
 
 
@@ -322,17 +327,33 @@ def _claims(s, tv_rows, floor_rows, fits, learned_rows, rank_rows, mlp_eps) -> L
     stalls = {label: _stall(learned_rows, "learned", label, ts) for label in SAMPLERS}
     floors = {label: _get(learned_rows, "learned", label, max(ts)) for label in SAMPLERS}
     exact_best = {label: _get(tv_rows, "eps=0", label, max(ts)) for label in SAMPLERS}
+    floor_f = _ode_floor(floor_rows)
+    eps_eq = mlp_eps["mlp_vp"] / mlp_eps["c_perturbation"]
+    fe = fits["ode_limit"]
+    pred = None
+    if fe is not None:
+        e0 = max(e for e in floor_f if e > 0)
+        pred = floor_f[e0] * (eps_eq / e0) ** fe["exponent"]
+    parts = []
+    for k in SAMPLERS:
+        state = f"stalls at T = {stalls[k]}" if stalls[k] else f"still falling at T = {max(ts)}"
+        floor_k = "n/a" if floors[k] is None else f"{floors[k]:.2e}"
+        parts.append(f"{LABELS[k]} {state} (TV at T = {max(ts)}: {floor_k}; exact score "
+                     f"{exact_best[k]:.1e})")
     claims.append(Claim(
         STUDY, PAPER, "with a learned score each sampler's TV stops falling at a floor set by the "
                       "score error (the bounds' eps_score term)",
         "TV -> O(eps_score) as T grows",
-        "trained MLP (eps_score = " + f"{mlp_eps['mlp_vp']:.3g} VP on the T = {max(ts)} grid): "
-        + "; ".join(f"{LABELS[k]} " + (f"stalls at T = {stalls[k]}" if stalls[k] else
-                                          f"still falling at T = {max(ts)}") + " (TV floor {floors[k]:.2e} vs "
-                    f"exact-score {exact_best[k]:.1e})" for k in SAMPLERS),
+        f"trained MLP, eps_score = {mlp_eps['mlp_vp']:.3g} (VP, T = {max(ts)} grid; the "
+        f"perturbation with the same eps_score has eps = {eps_eq:.3g} and floor F = "
+        + ("n/a" if pred is None else f"{pred:.2e}" if pred <= 1 else
+           f"{pred:.2f} by linear extrapolation, beyond the TV range") + "): " + "; ".join(parts),
         "reproduced" if all(stalls[k] is not None for k in SAMPLERS) else "partly",
-        "stall T = the first T whose TV is within 10 % of the next T's; the floor is the TV of "
-        "the learned model's own law, the same for every sampler once discretisation is gone"))
+        "stall T = the first T whose TV is within 10 % of the next T's; the ODE samplers share "
+        "one floor (the learned model's PF-ODE law), the SDE sampler has its own; eps_score of "
+        "the MLP is dominated by the smallest levels (score error ~ D error / sigma_vp^2), "
+        "where a perturbation D + eps sigma g is much smaller, so equal eps_score need not give "
+        "equal floors — the bounds are stated in eps_score only"))
     taus = []
     for budget in (max(s["rank_nfe"]), min(b for b in s["rank_nfe"] if b >= 8)):
         order_e, _ = _rank_at(rank_rows, "exact", budget)
