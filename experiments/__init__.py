@@ -6,6 +6,8 @@
   density propagation, histogram/KDE).
 * :mod:`.order` — empirical convergence order with confidence intervals.
 * :mod:`.convergence` — defect sweeps of samplers against the reference.
+* :mod:`.verify` — :func:`verify_model`: the same on any denoiser, against its self-reference;
+  :mod:`.learned` — trained MLP denoisers, controlled score perturbations, score errors.
 * :mod:`.studies`, :mod:`.reproduce`, :mod:`.report` — ``samplerlab reproduce``.
 * :func:`check` (:mod:`samplerlab.experiments.check`) — the order card of any sampler
   (``samplerlab check``).
@@ -13,6 +15,7 @@
 from .targets import GaussianMixture
 from .reference import gaussian_flow_closed_form, noised_marginal, solve_pf_ode, solve_pf_ode_path
 from .check import CheckReport, check
+from .verify import verify_model
 
 __all__ = ["GaussianMixture", "solve_pf_ode", "solve_pf_ode_path", "gaussian_flow_closed_form",
-           "noised_marginal", "check", "CheckReport"]
+           "noised_marginal", "check", "CheckReport", "verify_model"]

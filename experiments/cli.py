@@ -9,6 +9,9 @@ Subcommands:
 * ``samplerlab demo`` — sample a 2-D mixture with a few samplers and print their defects.
 * ``samplerlab check NAME | module:attr | file.py:attr [--against a,b] [--quick] [--out DIR]`` —
   the order card of any sampler (experiments/check.py).
+* ``samplerlab compare module:factory --samplers a,b --nfe 4,6,8 [--out DIR]`` — verify samplers
+  on your own denoiser against its self-reference (experiments/verify.py); ``factory()`` returns
+  ``(denoiser, x_start, sigmas_or_grid_spec)``.
 """
 from __future__ import annotations
 
@@ -66,6 +69,78 @@ def _cmd_check(args) -> int:
     return main_check(args)
 
 
+def _load_factory(target: str):
+    """``module:factory`` -> the factory callable (the current folder is importable)."""
+    import importlib
+    import os
+
+    if target.count(":") != 1 or not all(target.split(":")):
+        raise ValueError(f"expected module:factory (e.g. mymodels.toy:make), got {target!r}")
+    module_name, attr = target.split(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import module {module_name!r}: {exc}") from exc
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        raise ValueError(f"module {module_name!r} has no callable {attr!r}")
+    return factory
+
+
+def _int_list(text: str, name: str):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a comma-separated list of integers, got {text!r}") from exc
+    if not values:
+        raise ValueError(f"{name} must hold at least one integer, got {text!r}")
+    return values
+
+
+def _cmd_compare(args) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from samplerlab.experiments.verify import ReferenceToleranceError, grid_from_spec, verify_model
+
+    try:
+        factory = _load_factory(args.factory)
+        made = factory()
+        if not isinstance(made, tuple) or len(made) != 3:
+            raise TypeError(f"{args.factory}() must return the tuple (denoiser, x_start, "
+                            f"sigmas_or_grid_spec), got {type(made).__name__}"
+                            + (f" of length {len(made)}" if isinstance(made, tuple) else ""))
+        denoiser, x_start, spec = made
+        if not callable(denoiser):
+            raise TypeError(f"{args.factory}()[0] (denoiser) must be callable, got "
+                            f"{type(denoiser).__name__}")
+        if not isinstance(x_start, torch.Tensor):
+            raise TypeError(f"{args.factory}()[1] (x_start) must be a torch.Tensor, got "
+                            f"{type(x_start).__name__}")
+        sigma_max, sigma_min, grid, grid_options = grid_from_spec(spec)
+        samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
+        budgets = {"nfe": None, "steps": None}
+        if args.steps is not None:
+            budgets["steps"] = _int_list(args.steps, "--steps")
+        else:
+            budgets["nfe"] = _int_list(args.nfe, "--nfe")
+        result = verify_model(denoiser, x_start, sigma_max, sigma_min, samplers,
+                              budgets["steps"], nfe=budgets["nfe"], reference=args.reference,
+                              grid=grid, grid_options=grid_options, rtol=args.rtol,
+                              tolerance=args.tolerance, richardson_steps=args.richardson_steps,
+                              model_name=args.factory)
+        paths = result.write(Path(args.out), stem=args.stem)
+    except (ValueError, TypeError, FloatingPointError, ReferenceToleranceError) as exc:
+        print(f"samplerlab compare: error: {exc}", file=sys.stderr)
+        return 2
+    print(result.markdown())
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="samplerlab",
@@ -112,6 +187,26 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--no-progress", action="store_true", help="no progress bar")
     chk.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     chk.set_defaults(func=_cmd_check)
+    cmp_ = sub.add_parser("compare", help="verify samplers on your own denoiser against its "
+                          "self-reference (module:factory returning (denoiser, x_start, "
+                          "sigmas_or_grid_spec))")
+    cmp_.add_argument("factory", help="module:factory; factory() returns (denoiser, x_start, "
+                      "sigmas or {'sigma_max', 'sigma_min', 'grid', ...})")
+    cmp_.add_argument("--samplers", required=True, help="comma-separated deterministic samplers")
+    cmp_.add_argument("--nfe", default="4,6,8,12,16,20", help="comma-separated NFE budgets "
+                      "(per sampler the largest number of steps that fits)")
+    cmp_.add_argument("--steps", default=None, help="comma-separated numbers of steps instead "
+                      "of --nfe")
+    cmp_.add_argument("--reference", default="dop853", choices=["dop853", "richardson"])
+    cmp_.add_argument("--rtol", type=float, default=None, help="DOP853 tolerance (default 1e-10 "
+                      "in float64, 1e-6 otherwise)")
+    cmp_.add_argument("--tolerance", type=float, default=None, help="required accuracy of the "
+                      "self-reference (absolute, per sample)")
+    cmp_.add_argument("--richardson-steps", type=int, default=128)
+    cmp_.add_argument("--out", default="compare", help="output folder (default ./compare)")
+    cmp_.add_argument("--stem", default="compare", help="file name stem of the outputs")
+    cmp_.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    cmp_.set_defaults(func=_cmd_compare)
 
     from samplerlab.experiments.bench import add_parser as add_bench_parser
     from samplerlab.theory.cli import add_parser as add_theory_parser

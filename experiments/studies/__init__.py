@@ -16,6 +16,7 @@ STUDY_MODULES = (
     "work_precision",
     "amed",
     "high_dimension",
+    "score_error",
 )
 
 
