@@ -49,7 +49,7 @@ import math
 import numbers
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Sequence
 
 import torch
 from torch import nn
@@ -79,7 +79,7 @@ def _sigma_like(sigma, x: torch.Tensor) -> torch.Tensor:
 
 
 def perturbation_g(x: torch.Tensor, sigma) -> torch.Tensor:
-    """The fixed smooth perturbation direction ``g(x, sigma) = tanh(x / sqrt(1 + sigma^2) + 1/2)``."""
+    """The fixed smooth perturbation direction ``g(x, sigma) = tanh(x/sqrt(1 + sigma^2) + 1/2)``."""
     s = _sigma_like(sigma, x)
     return torch.tanh(x / torch.sqrt(1.0 + s * s) + 0.5)
 

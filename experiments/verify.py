@@ -33,7 +33,8 @@ Either way the reference must reach ``tolerance`` (absolute, per-sample Euclidea
 non-batch dimensions; default ``1e-6`` times the RMS sample norm of the reference in float64,
 ``1e-3`` in float32/16), checked on the 90 % quantile over samples of the error estimate (the
 defect table reports medians and 90 % quantiles; the max is reported, not required) — else
-:class:`ReferenceToleranceError` (a ``FloatingPointError``) is raised with the measured numbers. The defect of sampler runs closer to the reference than
+:class:`ReferenceToleranceError` (a ``FloatingPointError``) is raised with the measured numbers.
+The defect of sampler runs closer to the reference than
 ``floor_factor`` (default 10) times the reference error is not used for the order fit
 (experiments/order.py's ``floor`` rule).
 
@@ -429,7 +430,8 @@ class ModelVerification:
         ref = self.reference
         lines = [f"# Sampler verification on {self.settings['model']}", "",
                  f"Self-reference: {_describe_reference(ref)}; estimated error median "
-                 f"{ref.error_median:.3g}, max {ref.error_max:.3g} (tolerance {ref.tolerance:.3g}); "
+                 f"{ref.error_median:.3g}, max {ref.error_max:.3g} "
+                 f"(tolerance {ref.tolerance:.3g}); "
                  f"{ref.nfe} NFE.", "",
                  f"{self.settings['n']} trajectories of shape {self.settings['shape']}, "
                  f"{self.settings['dtype']}, sigma {self.settings['sigma_max']:g} -> "
@@ -559,7 +561,8 @@ def verify_model(denoiser: Callable, x_start: torch.Tensor, sigma_max, sigma_min
         if name not in SOLVERS:
             raise ValueError(f"unknown sampler {name!r}; known: {', '.join(sorted(SOLVERS))}")
         if SOLVERS[name].stochastic or SOLVERS[name].family == "implicit":
-            raise ValueError(f"sampler {name!r} is {'stochastic' if SOLVERS[name].stochastic else 'implicit'}"
+            kind = "stochastic" if SOLVERS[name].stochastic else "implicit"
+            raise ValueError(f"sampler {name!r} is {kind}"
                              "; the defect against the PF-ODE needs a deterministic explicit "
                              "sampler")
         SOLVERS[name].options(**opts)  # validates the options

@@ -103,7 +103,8 @@ def test_bad_model_outputs_name_what_and_where(ring):
         verify_model(nan_below_one, x, 80.0, 0.002, ["euler"], [4, 8, 16])
     # in a sampler run the message names the sampler, M, sigma and the grid step
     sig = grids.karras(4, 0.002, 80.0)
-    with pytest.raises(FloatingPointError, match=r"sigma = 0.169753 \(grid level 3, step 3 of 4.*'euler', M = 4"):
+    where = r"sigma = 0.169753 \(grid level 3, step 3 of 4.*'euler', M = 4"
+    with pytest.raises(FloatingPointError, match=where):
         sample("euler", checked_denoiser(nan_below_one, "sampler 'euler', M = 4", sig), x, sig)
 
 

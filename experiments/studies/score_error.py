@@ -457,8 +457,8 @@ def run_score_error(ctx: Context) -> StudyResult:
                "c_perturbation": c_pert["eps_score_vp"]}
     for r in learned_rows:
         g = _grid(r["T"])
-        prof_t = score_error_profile(target, mlp.denoiser, [float(v) for v in g][:: max(1, len(g) // 25)],
-                                     n=500, seed=ctx.seed + 7)
+        levels = [float(v) for v in g][:: max(1, len(g) // 25)]
+        prof_t = score_error_profile(target, mlp.denoiser, levels, n=500, seed=ctx.seed + 7)
         r["eps_score_vp"] = math.sqrt(sum(p["score_error_vp"] ** 2 for p in prof_t) / len(prof_t))
     floor_rows = _floor_rows(tv_rows, s)
     fits = _floor_fits(floor_rows)
