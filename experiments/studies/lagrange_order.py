@@ -107,7 +107,11 @@ def _label(K, R) -> str:
 
 
 def _case(K, R):
-    return (_label(K, R), "lagrange", {"K": K, "R": R})
+    # check_grid=False: the sweep starts at T = 4 on purpose (the coarse, pre-asymptotic end of
+    # the convergence curve, where K >= 3 Lagrange weights on steps of h ~ 3.5 amplify model
+    # errors ~1e5-1e6x and the default grid guard refuses the grid); the errors measured there
+    # are reported as they are, and the order fits drop the pre-asymptotic points
+    return (_label(K, R), "lagrange", {"K": K, "R": R, "check_grid": False})
 
 
 def _li_grid(T: int, ctx: Context) -> torch.Tensor:
