@@ -7,9 +7,12 @@
 * :mod:`.order` — empirical convergence order with confidence intervals.
 * :mod:`.convergence` — defect sweeps of samplers against the reference.
 * :mod:`.studies`, :mod:`.reproduce`, :mod:`.report` — ``samplerlab reproduce``.
+* :func:`check` (:mod:`samplerlab.experiments.check`) — the order card of any sampler
+  (``samplerlab check``).
 """
 from .targets import GaussianMixture
 from .reference import gaussian_flow_closed_form, noised_marginal, solve_pf_ode, solve_pf_ode_path
+from .check import CheckReport, check
 
 __all__ = ["GaussianMixture", "solve_pf_ode", "solve_pf_ode_path", "gaussian_flow_closed_form",
-           "noised_marginal"]
+           "noised_marginal", "check", "CheckReport"]

@@ -141,9 +141,9 @@ def _null_denoiser(x, sigma):
 
 
 def _time_samplerlab(name, denoiser, x, sigmas, seed, **checks):
-    from samplerlab.solvers import NFECounter, SOLVERS, sample
+    from samplerlab.solvers import NFECounter, resolve_solver, sample
     counted = NFECounter(denoiser)
-    gen = seed if SOLVERS[name].stochastic else None
+    gen = seed if resolve_solver(name).stochastic else None
     _sync(x.device)
     start = time.perf_counter()
     sample(name, counted, x, sigmas, generator=gen, **checks)

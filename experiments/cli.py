@@ -7,6 +7,8 @@ Subcommands:
 * ``samplerlab theory ...`` — print a named tableau or weight set and its order conditions.
 * ``samplerlab bench`` — solver overhead beyond the model, against diffusers' schedulers.
 * ``samplerlab demo`` — sample a 2-D mixture with a few samplers and print their defects.
+* ``samplerlab check NAME | module:attr | file.py:attr [--against a,b] [--quick] [--out DIR]`` —
+  the order card of any sampler (experiments/check.py).
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ def _cmd_demo(args) -> int:
 
 def _cmd_reproduce(args) -> int:
     from samplerlab.experiments.bench import check_writable
+    from samplerlab.experiments.executors import CellError
     from samplerlab.experiments.reproduce import reproduce
 
     try:
@@ -48,10 +51,19 @@ def _cmd_reproduce(args) -> int:
             check_writable(args.out, "--out")
         return reproduce(only=args.only, quick=args.quick, device=args.device, dtype=args.dtype,
                          out=args.out, seed=args.seed, progress=not args.no_progress,
-                         report_only=args.report_only)
+                         report_only=args.report_only, jobs=args.jobs, dask=args.dask)
     except ValueError as exc:
         print(f"samplerlab reproduce: error: {exc}", file=sys.stderr)
         return 2
+    except CellError as exc:
+        print(f"samplerlab reproduce: {exc} (outputs of the unfinished study were not written)",
+              file=sys.stderr)
+        return 1
+
+
+def _cmd_check(args) -> int:
+    from samplerlab.experiments.check import main_check
+    return main_check(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default=None, help="output folder (default: figures/ of the "
                      "source tree, or ./figures)")
     rep.add_argument("--seed", type=int, default=0)
+    rep.add_argument("--jobs", type=int, default=1,
+                     help="run the sweep cells on N local worker processes (default 1: serial); "
+                          "outputs are identical whatever N")
+    rep.add_argument("--dask", metavar="ADDRESS", default=None,
+                     help="run the sweep cells on a Dask cluster (scheduler address; needs "
+                          "pip install 'samplerlab[dask]')")
     rep.add_argument("--no-progress", action="store_true", help="no progress bar")
     rep.add_argument("--report-only", action="store_true",
                      help="run nothing; rewrite REPORT.md from the results stored in --out")
@@ -81,6 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     demo.set_defaults(func=_cmd_demo)
+
+    chk = sub.add_parser("check", help="the order card of a sampler: declared, symbolic and "
+                         "measured orders, NFE, defects beside comparison samplers")
+    chk.add_argument("sampler", help="a registered NAME, module:attr or path/to/file.py:attr "
+                     "(a tableau, a SolverSpec or a sampler function)")
+    chk.add_argument("--against", default=None, metavar="A,B",
+                     help="comparison samplers (default: built-ins with the same NFE per step)")
+    chk.add_argument("--quick", action="store_true", help="small sizes, Karras grid only, no TV")
+    chk.add_argument("--out", default="samplerlab_check", help="output folder")
+    chk.add_argument("--seed", type=int, default=0)
+    chk.add_argument("--no-progress", action="store_true", help="no progress bar")
+    chk.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    chk.set_defaults(func=_cmd_check)
 
     from samplerlab.experiments.bench import add_parser as add_bench_parser
     from samplerlab.theory.cli import add_parser as add_theory_parser

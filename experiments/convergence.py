@@ -2,7 +2,7 @@
 
 This is the measurement behind every order claim of samplerlab (tests and studies alike)::
 
-    rows = defect_sweep(target, ["euler", "res_2s"], steps=[8, 16, 32, 64],
+    rows = defect_sweep(target, ["euler", "res_2s"], steps=[8, 16, 32, 64],   # or SolverSpecs,
                         grid=lambda m: grids.karras(m, sigma_min=0.02), n=200, seed=0)
     est = fit_order(rows, "res_2s")      # OrderEstimate: slope of log median defect vs log M
 
@@ -18,8 +18,9 @@ from typing import Callable, Dict, Iterable, List, Mapping, Sequence, Tuple, Uni
 
 import torch
 
-from samplerlab.solvers import SOLVERS, NFECounter, sample
+from samplerlab.solvers import NFECounter, SolverSpec, resolve_solver
 
+from .executors import SerialExecutor, current_executor, map_cells
 from .metrics import defect
 from .order import OrderEstimationError, estimate_order
 from .reference import solve_pf_ode
@@ -27,17 +28,31 @@ from .reference import solve_pf_ode
 __all__ = ["SamplerCase", "defect_sweep", "fit_order", "safe_fit", "order_fields",
            "starting_points"]
 
-SamplerCase = Union[str, Tuple[str, str, Mapping]]  # name, or (label, name, options)
+SamplerCase = Union[str, SolverSpec, Callable, Tuple[str, object, Mapping]]
+"""A registered name, a SolverSpec, a plain callable, or ``(label, sampler, options)``."""
 
 
-def _cases(samplers: Iterable[SamplerCase]) -> List[Tuple[str, str, dict]]:
+def _label(sampler) -> str:
+    """The row label of a sampler given as a name, a SolverSpec or a callable."""
+    if isinstance(sampler, str):
+        return sampler
+    return resolve_solver(sampler).name
+
+
+def _cases(samplers: Iterable[SamplerCase]) -> List[Tuple[str, SolverSpec, dict]]:
+    if isinstance(samplers, (str, SolverSpec)) or callable(samplers):
+        samplers = [samplers]
     out = []
     for case in samplers:
-        if isinstance(case, str):
-            out.append((case, case, {}))
+        if isinstance(case, tuple):
+            if len(case) != 3:
+                raise ValueError(f"a sampler case must be a name, a SolverSpec, a callable or "
+                                 f"(label, sampler, options), got a tuple of {len(case)}")
+            label, sampler, opts = case
+            out.append((label, resolve_solver(sampler), dict(opts)))
         else:
-            label, name, opts = case
-            out.append((label, name, dict(opts)))
+            spec = resolve_solver(case)
+            out.append((spec.name, spec, {}))
     labels = [c[0] for c in out]
     if len(set(labels)) != len(labels):
         raise ValueError(f"sampler labels must be unique, got {labels}")
@@ -75,31 +90,48 @@ def defect_sweep(target, samplers: Iterable[SamplerCase], steps: Sequence[int],
         x_start = starting_points(target, n, sigma_max, seed)
     if x_ref is None:
         x_ref = solve_pf_ode(target, x_start, sigma_max, sigma_end)
-    rows = []
-    for label, name, opts in cases:
-        spec = SOLVERS[name]
-        for m in steps:
-            sig = grids[m].to(dtype=x_start.dtype, device=x_start.device)
-            if timing:  # one untimed call first: per-grid coefficient caches, allocator warm-up
-                spec(target.denoiser, x_start, sig, generator=seed, **opts)
-            counted = NFECounter(target.denoiser)
-            start = time.perf_counter()
-            out = spec(counted, x_start, sig, generator=seed, **opts)
-            seconds = time.perf_counter() - start
-            summary = defect(out, x_ref)
-            row = {"sampler": label, "name": name, "steps": m, "nfe": counted.count,
-                   "defect_mean": float(summary.mean), "defect_median": float(summary.median),
-                   "defect_q90": float(summary.quantiles[0.9]), "defect_max": float(summary.max)}
-            if timing:
-                row["seconds"] = seconds
-                row["model_seconds"] = counted.seconds
-            rows.append(row)
-    return rows
+    # cells run on the current run's executor (experiments.executors): inline by default,
+    # on worker processes/Dask under `reproduce --jobs/--dask`; merged in this fixed order.
+    # A worker resolves a built-in by name; other samplers only run inline.
+    inline = isinstance(current_executor(), SerialExecutor)
+    for _, spec, _ in cases:
+        if not inline and not spec.builtin:
+            raise ValueError(f"sampler {spec.name!r} is not a built-in, so worker processes "
+                             "cannot rebuild it: run this sweep with --jobs 1 (serial)")
+    cells = [(f"{label} M={m}", (target, spec if inline else spec.name, opts, grids[m],
+                                 x_start, x_ref, seed, timing))
+             for label, spec, opts in cases for m in steps]
+    outs = iter(map_cells(_sweep_cell, cells))
+    return [{"sampler": label, "name": spec.name, "steps": m, **next(outs)}
+            for label, spec, _ in cases for m in steps]
 
 
-def fit_order(rows: Sequence[Mapping], sampler: str, *, x: str = "steps",
+def _sweep_cell(target, sampler, opts, sig, x_start, x_ref, seed, timing) -> Dict:
+    """One cell of a sweep: run ``sampler`` (a SolverSpec, or a built-in's name in a worker
+    process) on grid ``sig`` and summarise its defect."""
+    spec = resolve_solver(sampler)
+    sig = sig.to(dtype=x_start.dtype, device=x_start.device)
+    if timing:  # one untimed call first: per-grid coefficient caches, allocator warm-up
+        spec(target.denoiser, x_start, sig, generator=seed, **opts)
+    counted = NFECounter(target.denoiser)
+    start = time.perf_counter()
+    out = spec(counted, x_start, sig, generator=seed, **opts)
+    seconds = time.perf_counter() - start
+    summary = defect(out, x_ref)
+    row = {"nfe": counted.count,
+           "defect_mean": float(summary.mean), "defect_median": float(summary.median),
+           "defect_q90": float(summary.quantiles[0.9]), "defect_max": float(summary.max)}
+    if timing:
+        row["seconds"] = seconds
+        row["model_seconds"] = counted.seconds
+    return row
+
+
+def fit_order(rows: Sequence[Mapping], sampler, *, x: str = "steps",
               y: str = "defect_median", **kwargs):
-    """Empirical order of ``sampler`` in ``rows`` (slope of log y vs log x), an OrderEstimate."""
+    """Empirical order of ``sampler`` (its row label, a SolverSpec or a callable) in ``rows``
+    (slope of log y vs log x), an OrderEstimate."""
+    sampler = _label(sampler)
     sel = [r for r in rows if r["sampler"] == sampler]
     if not sel:
         raise ValueError(f"no rows for sampler {sampler!r}")
@@ -110,6 +142,7 @@ def safe_fit(rows, sampler: str, **kwargs):
     """:func:`fit_order` or ``None`` when no order can be reported (fewer points than a fit needs,
     every point at the floor, or no run of consistent local slopes) — a study then reports
     "no fit" instead of failing."""
+    sampler = _label(sampler)
     if sum(1 for r in rows if r["sampler"] == sampler) < kwargs.get("min_points", 3):
         return None
     try:

@@ -147,7 +147,7 @@ def _solve_segment(field: _Field, y: np.ndarray, s_from: float, s_to: float,
 def _default_switch(target_or_denoiser) -> float:
     if isinstance(target_or_denoiser, GaussianMixture):
         # the smallest standard deviation of the data: below it the score is smooth in sigma.
-        return float(torch.sqrt(target_or_denoiser.eigenvalues.min()).item())
+        return math.sqrt(target_or_denoiser.smallest_variance())
     return 0.1
 
 

@@ -292,6 +292,24 @@ class GaussianMixture:
         return cls(torch.ones(1, dtype=torch.float64, device=dev), m[None], c[None],
                    dtype=dtype, device=dev)
 
+    @classmethod
+    def low_rank(cls, weights, means, factors, diag, *, event_shape=None, dtype=torch.float64,
+                 device=None) -> "GaussianMixture":
+        """Covariances ``U_k U_k^T + diag(a_k)`` (factors ``[K, d, r]``, diag ``[K, d]`` or
+        ``[K]``), exact in ``O(n K d r)`` without d x d matrices: a
+        :class:`~samplerlab.experiments.low_rank_mixture.LowRankGaussianMixture`."""
+        from .low_rank_mixture import LowRankGaussianMixture
+        return LowRankGaussianMixture(weights, means, factors, diag, event_shape=event_shape,
+                                      dtype=dtype, device=device)
+
+    @classmethod
+    def image_like(cls, event_shape=(3, 32, 32), n_components: int = 10, rank: int = 16,
+                   seed: int = 0, **kwargs) -> "GaussianMixture":
+        """A seeded low-rank mixture of smooth, image-shaped samples with a decaying spectrum
+        (:func:`~samplerlab.experiments.low_rank_mixture.image_like_mixture`)."""
+        from .low_rank_mixture import image_like_mixture
+        return image_like_mixture(event_shape, n_components, rank, seed, **kwargs)
+
     # ------------------------------------------------------------------ properties
     @property
     def dim(self) -> int:
@@ -343,6 +361,11 @@ class GaussianMixture:
             eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
             return eye.expand(self.n_components, -1, -1)
         return self._eigvecs
+
+    def smallest_variance(self) -> float:
+        """The smallest eigenvalue of any component covariance (a lower bound for
+        structured covariances that never form them)."""
+        return float(self._eigvals.min().item())
 
     def covariance_matrices(self) -> torch.Tensor:
         """[K, d, d] full covariance matrices C_k, whatever form they were given in."""

@@ -73,10 +73,10 @@ from samplerlab.theory.exp_rk import ExpRKTableau, h as H_SYMBOL
 from samplerlab.theory.multistep import MULTISTEP_METHODS, multistep_coefficients, \
     multistep_weights_sym, row_orders
 from samplerlab.theory.phi_functions import PHI_MODULE
+from samplerlab.theory.single_step import NODE_MIN, RANGE_RULE
 
-from ._checks import check_sigmas
 from .progress import Progress
-from .registry import SolverSpec, _register
+from .registry import Family, OptionRange, SolverSpec, register_family, register_spec
 from . import steppers
 
 __all__ = [
@@ -639,16 +639,15 @@ def _check_predictor_settings(predictor: AMEDPredictor, base, afs, order, grid, 
                          f"{x[0].numel()} values per sample")
 
 
-@dataclasses.dataclass(frozen=True)
-class AMEDSpec(SolverSpec):
-    """A registry entry for AMED-Solver (``plugin=False``) or AMED-Plugin (``plugin=True``)."""
+def _stepper_builder(plugin: bool):
+    """``build(sig, opts) -> (AMEDStepper, ends_zero)`` of AMED-Solver / AMED-Plugin: the
+    coefficients depend on the predictor's output per sample, so the family builds a stepper
+    on the grid tensor (x's dtype/device) instead of arrays once per grid."""
 
-    plugin: bool = False
-
-    def _stepper(self, sig: torch.Tensor, opts) -> Tuple[AMEDStepper, bool]:
+    def build(sig: torch.Tensor, opts) -> Tuple[AMEDStepper, bool]:
         ends_zero = bool(sig[-1] == 0)
         m = sig.numel() - 1 - int(ends_zero)
-        base = opts.get("base") if self.plugin else None
+        base = opts.get("base") if plugin else None
         afs = opts["afs"]
         pred = opts["predictor"]
         if afs is None:
@@ -656,38 +655,36 @@ class AMEDSpec(SolverSpec):
         return AMEDStepper(base, sig[:m + 1], predictor=pred, r=opts["r"], c=opts["c"],
                            a=opts["a"], afs=afs, order=opts.get("order")), ends_zero
 
-    def nfe(self, sigmas, **options) -> int:
-        sig = check_sigmas(sigmas)
-        opts = self.options(**options)
-        stepper, ends_zero = self._stepper(sig, opts)
-        return stepper.nfe(ends_zero)
+    return build
 
-    def __call__(self, denoiser, x, sigmas, *, generator=None, callback=None, progress=False,
-                 check_finite=True, check_grid=True, **options):
-        # AMED's coefficients are built per sample at run time: its guard is always on and
-        # check_grid has nothing precomputed to check (both accepted for the common signature)
-        sig = self.check_call(denoiser, x, sigmas, callback)
-        steppers.make_generator(generator, x)  # a bad generator is refused as by every sampler
-        steppers.check_flag(progress, "progress"), steppers.check_flag(check_finite, "check_finite")
-        steppers.check_flag(check_grid, "check_grid")
-        opts = self.options(**options)
-        stepper, ends_zero = self._stepper(sig, opts)
-        if stepper.predictor is not None:
-            _check_predictor_settings(stepper.predictor, stepper.base_name, stepper.afs,
-                                      getattr(stepper, "order", None), stepper.sigmas.tolist(), x)
-        m = stepper.m
-        if m < 1:
-            return steppers._final_denoise(denoiser, x, sig[0], callback, 0)
-        state = stepper.init_state()
-        with Progress(sig.numel() - 1, "sampling", enabled=progress) as bar:
-            for n in range(m):
-                x, info = stepper.interval(denoiser, x, n, state)
-                steppers._report(callback, bar, n, x, sig, info["denoised"], r=info["r"],
-                                 c=info["c"], a=info["a"], sigma_mid=info["sigma_mid"])
-            if ends_zero:
-                x = steppers._final_denoise(denoiser, x, sig[m], callback, m)
-                bar.update()
-        return x
+
+def _learned_nfe(spec, sig, opts) -> int:
+    stepper, ends_zero = spec.build(sig, opts)
+    return stepper.nfe(ends_zero)
+
+
+def _learned_run(spec, denoiser, x, sig, opts, *, generator, callback, progress):
+    stepper, ends_zero = spec.build(sig, opts)
+    if stepper.predictor is not None:
+        _check_predictor_settings(stepper.predictor, stepper.base_name, stepper.afs,
+                                  getattr(stepper, "order", None), stepper.sigmas.tolist(), x)
+    m = stepper.m
+    if m < 1:
+        return steppers._final_denoise(denoiser, x, sig[0], callback, 0)
+    state = stepper.init_state()
+    with Progress(sig.numel() - 1, "sampling", enabled=progress) as bar:
+        for n in range(m):
+            x, info = stepper.interval(denoiser, x, n, state)
+            steppers._report(callback, bar, n, x, sig, info["denoised"], r=info["r"],
+                             c=info["c"], a=info["a"], sigma_mid=info["sigma_mid"])
+        if ends_zero:
+            x = steppers._final_denoise(denoiser, x, sig[m], callback, m)
+            bar.update()
+    return x
+
+
+#: the registry family of AMED: the per-sample stepper, run interval by interval
+LEARNED_FAMILY = register_family(Family(LEARNED, _learned_run, _learned_nfe))
 
 
 def _validate(plugin: bool):
@@ -702,16 +699,6 @@ def _validate(plugin: bool):
             raise TypeError(f"afs must be a bool or None, got {type(opts['afs']).__name__}")
         if pred is not None and any(opts[k] is not None for k in ("r", "c", "a")):
             raise ValueError("give either predictor= or fixed r=/c=/a=, not both")
-        for k, lo in (("r", 0.0), ("c", 0.0), ("a", 0.0)):
-            v = opts[k]
-            for u in (v if isinstance(v, (list, tuple)) else [v]):
-                if u is None:
-                    continue
-                if isinstance(u, bool) or not isinstance(u, numbers.Real) or not math.isfinite(u):
-                    raise ValueError(f"{k} must be finite real numbers, got {u!r}")
-                if u <= lo or (k == "r" and u >= 1.0):
-                    raise ValueError(f"{k} must lie in ({lo}, {'1)' if k == 'r' else 'inf)'}, "
-                                     f"got {u!r}")
         if not plugin and opts.get("order") is not None:
             raise ValueError("order is an option of AMED-Plugin's multistep bases only")
         return opts
@@ -747,18 +734,27 @@ def _order(plugin: bool):
 
 _COMMON = {"predictor": None, "r": None, "c": None, "a": None, "afs": None}
 
-_register(AMEDSpec(
+#: the fixed r, c, a (a number or one per step), declared once. r is the intermediate node of
+#: the DPM-Solver-2 tableau (AMED-Solver with c = a = 1 is DPM-Solver-2 at node r), whose h -> 0
+#: limit weights are 1/(2r): the node minimum of theory.single_step (weight bound) applies.
+AMED_RANGES = {
+    "r": OptionRange(NODE_MIN, 1.0, high_open=True, why=RANGE_RULE),
+    "c": OptionRange(0.0, None, low_open=True, why="the step's scale factor"),
+    "a": OptionRange(0.0, None, low_open=True, why="the intermediate noise level's scale"),
+}
+
+register_spec(SolverSpec(
     name="amed", family=LEARNED, order=2, stochastic=False, paper=AMED_PAPER,
     summary="AMED-Solver: Euler to s = t'^r t^(1-r), then x' = x + c (t' - t) d(x_s, a s); r, c, a "
             "from a learned predictor (predictor=AMEDPredictor) or fixed (r=1/2, c=1: "
             "DPM-Solver-2); afs=True saves the first NFE; 2 NFE/step",
-    defaults=dict(_COMMON), build=lambda grid, opts: None, order_fn=_order(False),
-    validate=_validate(False), plugin=False))
+    defaults=dict(_COMMON), build=_stepper_builder(False), order_fn=_order(False),
+    validate=_validate(False), ranges=AMED_RANGES))
 
-_register(AMEDSpec(
+register_spec(SolverSpec(
     name="amed_plugin", family=LEARNED, order=2, stochastic=False, paper=AMED_PAPER,
     summary="AMED-Plugin: a learned intermediate point s and scale c inserted into base = euler, "
             "dpm_solver_2, ipndm or dpmpp_2m (multistep bases run on the refined grid t, s, t', "
             "...); fixed r=1/2, c=1 is the base on the geometric-midpoint refined grid; 2 NFE/step",
-    defaults=dict(_COMMON, base="dpm_solver_2", order=None), build=lambda grid, opts: None,
-    order_fn=_order(True), validate=_validate(True), plugin=True))
+    defaults=dict(_COMMON, base="dpm_solver_2", order=None), build=_stepper_builder(True),
+    order_fn=_order(True), validate=_validate(True), ranges=AMED_RANGES))

@@ -11,28 +11,52 @@ derives each coefficient set (follow the ``method`` name).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numpy as np
 
 import samplerlab.theory  # noqa: F401  (registers every step method)
+from samplerlab.theory.exp_rk import ParametrisedTableau, analyse_tableau, tableau_from_data
+from samplerlab.theory.single_step import (PARAM_RANGES, RANGE_RULE, check_limit_weights,
+                                           compile_tableau, exact_param)
 from samplerlab.theory.step_form import step_coefficients
-from samplerlab.theory.multistep import multistep_coefficients
+from samplerlab.theory.multistep import (MULTISTEP_METHODS, PREDICTIONS, MultistepCoefficients,
+                                         multistep_coefficients, row_orders)
 from samplerlab.theory.predictor_corrector import pc_coefficients
 from samplerlab.theory.alpha_bar_chain import lookback_sigmas
 
-from ._checks import check_in_range, check_positive_int
+from ._checks import check_positive_int
 from .noise import ancestral_split, churn_levels
-from .registry import IMPLICIT, MULTI, PAPERS, PC, SINGLE, SolverSpec, _register
+from .registry import (IMPLICIT, MULTI, PAPERS, PC, SINGLE, SOLVERS, OptionRange, SolverSpec,
+                       register_spec)
 
-__all__ = []
+__all__ = ["register_exp_rk", "register_multistep", "single_step_spec", "multistep_spec",
+           "tableau_spec",
+           "NOISE_RANGES"]
 
 
 _PROBE_GRID = np.array([4.0, 2.0, 1.0])  # a small grid to read a method's stage count from
 
+#: the ranges of the noise options, declared once (churn: EDM's S_churn >= 0)
+NOISE_RANGES = {
+    "eta": OptionRange(0.0, 1.0, cast=True, why="eta = 1: DDPM posterior variance, 0: DDIM"),
+    "s_churn": OptionRange(0.0, None, cast=True, why="EDM's S_churn >= 0"),
+}
 
-def _single(name, method, order, paper, summary, params=None, *, noise=None, order_fn=None,
-            validate=None, extra_params=None):
-    """Register a single-step sampler running theory's step method ``method``.
+
+def _node_ranges(method) -> dict:
+    """The ranges theory/ derives for a named tableau's node parameters (single_step.PARAM_RANGES)."""
+    if not isinstance(method, str):
+        return {}
+    return {k: OptionRange(lo, hi, why=RANGE_RULE)
+            for k, (lo, hi) in PARAM_RANGES.get(method, {}).items()}
+
+
+def single_step_spec(name, method, order, paper, summary, params=None, *, noise=None,
+                     order_fn=None, validate=None, extra_params=None, builtin=True,
+                     analysis=None, ranges=None) -> SolverSpec:
+    """A single-step sampler running theory's step method ``method`` (a registered name or a
+    method value such as an ``ExpRKTableau``).
 
     ``params``: options forwarded to theory (with defaults). ``noise``: None, 'ancestral' (option
     ``eta``), or 'choice' (options ``mode`` = 'ancestral' | 'churn', ``eta``, ``s_churn``). In churn
@@ -41,13 +65,18 @@ def _single(name, method, order, paper, summary, params=None, *, noise=None, ord
     sampler converges to one SDE as M grows.
     ``extra_params(grid) -> dict`` adds grid-derived arrays (e.g. look-back sigmas).
     """
+    if noise not in (None, "ancestral", "choice"):
+        raise ValueError(f"noise must be None, 'ancestral' or 'choice', got {noise!r}")
     params = dict(params or {})
     defaults = dict(params)
+    ranges = dict(_node_ranges(method), **(ranges or {}))
     if noise in ("ancestral", "choice"):
         defaults["eta"] = 1.0
+        ranges["eta"] = NOISE_RANGES["eta"]
     if noise == "choice":
         defaults["mode"] = "ancestral"
         defaults["s_churn"] = 1.0
+        ranges["s_churn"] = NOISE_RANGES["s_churn"]
 
     def theory_params(opts):
         return {k: opts[k] for k in params}
@@ -70,18 +99,19 @@ def _single(name, method, order, paper, summary, params=None, *, noise=None, ord
         return build(_PROBE_GRID, opts).stages
 
     def check(opts):
-        if "eta" in opts:
-            opts["eta"] = check_in_range(opts["eta"], "eta", 0.0, 1.0)
-        if "s_churn" in opts:
-            opts["s_churn"] = check_in_range(opts["s_churn"], "s_churn", 0.0, None)
         if "mode" in opts and opts["mode"] not in ("ancestral", "churn"):
             raise ValueError(f"mode must be 'ancestral' or 'churn', got {opts['mode']!r}")
         return validate(opts) if validate is not None else opts
 
     stochastic = noise is not None or method in ("li_ddpm", "li_accel_sde")
-    return _register(SolverSpec(name=name, family=SINGLE, order=order, stochastic=stochastic,
-                                paper=paper, summary=summary, defaults=defaults, build=build,
-                                order_fn=order_fn, nfe_per_step=nfe_per_step, validate=check))
+    return SolverSpec(name=name, family=SINGLE, order=order, stochastic=stochastic, paper=paper,
+                      summary=summary, defaults=defaults, build=build, order_fn=order_fn,
+                      nfe_per_step=nfe_per_step, validate=check, ranges=ranges, builtin=builtin,
+                      method=method, analysis=analysis)
+
+
+def _single(name, method, order, paper, summary, params=None, **kw):
+    return register_spec(single_step_spec(name, method, order, paper, summary, params, **kw))
 
 
 # single-step starters that keep a k-step method's order: starting step j needs local order >= k
@@ -89,9 +119,10 @@ def _single(name, method, order, paper, summary, params=None, *, noise=None, ord
 _STARTERS = {1: "euler", 2: "euler", 3: "res_2s", 4: "res_3s"}
 
 
-def _multistep(name, method, order, paper, summary, params=None, *, steps=None,
-               weights_order=None, validate=None):
-    """Register a linear multistep sampler running theory's weight set ``method``.
+def multistep_spec(name, coefficients, order, paper, summary, params=None, *, steps=None,
+                   weights_order=None, validate=None, builtin=True, method=None) -> SolverSpec:
+    """A linear multistep sampler; ``coefficients(grid, k, opts) -> MultistepCoefficients`` (the
+    theory options of ``opts`` only) gives its weights with ``k`` past values on a grid.
 
     ``steps``: the number of past evaluations the weights use (default: ``order``); a user
     option ``order`` (when in ``params``) overrides it. Every multistep sampler takes the option
@@ -113,7 +144,7 @@ def _multistep(name, method, order, paper, summary, params=None, *, steps=None,
         o = dict(opts)
         k = o.pop("order", steps or order)
         warmup = o.pop("warmup")
-        weights = multistep_coefficients(method, grid, k, **o)
+        weights = coefficients(grid, k, o)
         starter = None
         if warmup == "single_step" and k > 2:
             n = min(k - 1, len(grid) - 1)
@@ -133,10 +164,188 @@ def _multistep(name, method, order, paper, summary, params=None, *, steps=None,
             raise ValueError(f"warmup='single_step' supports order <= 4, got order {k}")
         return validate(opts) if validate is not None else opts
 
-    return _register(SolverSpec(name=name, family=MULTI, order=delivered(check(dict(defaults))),
-                                stochastic=False, paper=paper, summary=summary,
-                                defaults=defaults, build=build, order_fn=delivered,
-                                validate=check))
+    return SolverSpec(name=name, family=MULTI, order=delivered(check(dict(defaults))),
+                      stochastic=False, paper=paper, summary=summary, defaults=defaults,
+                      build=build, order_fn=delivered, validate=check, builtin=builtin,
+                      method=method)
+
+
+def _multistep(name, method, order, paper, summary, params=None, **kw):
+    """Register the built-in multistep sampler running theory's weight set ``method``."""
+    def coefficients(grid, k, o):
+        return multistep_coefficients(method, grid, k, **o)
+    return register_spec(multistep_spec(name, coefficients, order, paper, summary, params,
+                                        method=method, **kw))
+
+
+# --- a user's own methods: the same builders, the same registration -------------------------
+
+def register_exp_rk(name: str, c, A, b, *, params=None, paper: str = "", summary: str = "",
+                    noise=None, overwrite: bool = False) -> SolverSpec:
+    """Register an explicit exponential Runge-Kutta method given as data (DESIGN.md data form)::
+
+        X_i = e^{-c_i h} x + h sum_{j<i} a_ij(h) D_j,    x_{n+1} = e^{-h} x + h sum_i b_i(h) D_i
+
+    ``c``: the s nodes (numbers >= 0); ``A`` (s x s, strictly lower triangular) and ``b`` (s):
+    numbers or sympy expressions in ``samplerlab.theory.exp_rk.h`` (phi-functions as
+    ``samplerlab.theory.phi_functions.Phi(k, -c h)`` or ``samplerlab.theory.phi_sym``).
+
+    theory/ validates the tableau (shapes, explicit, finite for 0 < h <= 50, analytic at h = 0,
+    ``sum b = phi_1(-h)``, h -> 0 row sums = nodes; every limit-tableau entry <= the weight
+    bound ``theory.single_step.MAX_LIMIT_WEIGHT``; ValueError/TypeError naming c, A or b),
+    derives its stiff and classical orders (Hochbruck-Ostermann conditions up to 4, rooted trees
+    of the h -> 0 limit) and compiles the coefficients once. The spec's ``.order`` is the derived
+    order; ``.analysis`` the :class:`~samplerlab.theory.exp_rk.TableauAnalysis`. ``noise``: as
+    the built-ins (None, 'ancestral', 'choice'; then the order is the weak order 1). Returns
+    the registered :class:`SolverSpec` (``sample(name, ...)``, ``sample(spec, ...)``).
+
+    ``params``: a family in named parameters, ``{"c2": (default, low, high)}``: the tableau's
+    sympy Symbols of those names become sampler options with that default and closed range
+    (declared once; ``ValueError`` naming the option outside it). The tableau is validated and
+    checked against the weight bound at the default and at both ends of every range at
+    registration, and at every new value on first use; ``.order`` is the derived order at the
+    defaults, ``order_for(c2=...)`` derives it at other values.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"name must be a Python identifier, got {name!r}")
+    if name in SOLVERS and not overwrite:
+        raise ValueError(f"sampler {name!r} is already registered; pass overwrite=True to "
+                         f"replace it (or unregister({name!r}) first)")
+    tab = tableau_from_data(name, c, A, b, source=paper)
+    if params is None:
+        return register_spec(tableau_spec(tab, paper=paper, summary=summary, noise=noise),
+                             overwrite=overwrite)
+    fam = _parametrised(tab, params)
+    analysis = analyse_tableau(fam.at())
+    ranges = {}
+    for pname, default, low, high in fam.params:
+        ranges[pname] = OptionRange(float(low), float(high), why="declared at registration")
+        for end, which in ((low, "low"), (high, "high")):
+            try:
+                check_limit_weights(fam.at(**{pname: end}))
+            except ValueError as exc:
+                raise ValueError(f"params[{pname!r}]: at its {which} end {float(end):g}: "
+                                 f"{exc}") from None
+    check_limit_weights(fam.at())
+    compile_tableau(fam.at())
+
+    @functools.lru_cache(maxsize=64)
+    def order_at(key):
+        return analyse_tableau(fam.at(**dict(key))).order
+
+    def order_fn(opts):
+        if noise is not None:
+            return 1
+        return order_at(tuple(sorted((k, opts[k]) for k in fam.defaults)))
+
+    text = summary or (f"user exponential RK, {tab.stages} stage(s), parameters "
+                       f"{', '.join(fam.defaults)}: at the defaults stiff order "
+                       f"{analysis.stiff_order}, classical {analysis.classical_order}")
+    defaults = {k: float(v) for k, v in fam.defaults.items()}
+    spec = single_step_spec(name, fam, analysis.order if noise is None else 1,
+                            paper or "user-registered tableau", text, defaults, noise=noise,
+                            builtin=False, analysis=analysis, ranges=ranges, order_fn=order_fn)
+    return register_spec(spec, overwrite=overwrite)
+
+
+def _parametrised(tab, params) -> ParametrisedTableau:
+    """Check ``params`` against the tableau's symbols and build the family value."""
+    if not isinstance(params, dict) or not params:
+        raise TypeError(f"params must be a non-empty dict name -> (default, low, high), got "
+                        f"{type(params).__name__}")
+    symbols = {s.name for s in tab.free_symbols}
+    missing = sorted(symbols - set(params))
+    if missing:
+        raise ValueError(f"params: the tableau uses symbols {missing} that params does not declare")
+    rows = []
+    for pname, spec in params.items():
+        if not isinstance(pname, str) or not pname.isidentifier():
+            raise ValueError(f"params: names must be identifiers, got {pname!r}")
+        if pname not in symbols:
+            raise ValueError(f"params: {pname!r} does not appear in c, A or b")
+        if not isinstance(spec, (tuple, list)) or len(spec) != 3:
+            raise ValueError(f"params[{pname!r}] must be (default, low, high), got {spec!r}")
+        default, low, high = (exact_param(v, f"params[{pname!r}]") for v in spec)
+        if not low <= default <= high:
+            raise ValueError(f"params[{pname!r}]: need low <= default <= high, got {spec!r}")
+        rows.append((pname, default, low, high))
+    return ParametrisedTableau(tab.name, tab.c, tuple(tuple(r) for r in tab.A.tolist()),
+                               tuple(tab.b), tuple(rows))
+
+
+def tableau_spec(tab, *, paper: str = "", summary: str = "", noise=None) -> SolverSpec:
+    """The (unregistered) :class:`SolverSpec` of an ``ExpRKTableau`` with numeric entries:
+    validated, analysed and compiled as in :func:`register_exp_rk`."""
+    if not tab.name.isidentifier():
+        raise ValueError(f"the tableau's name must be a Python identifier, got {tab.name!r}")
+    analysis = analyse_tableau(tab)
+    check_limit_weights(tab)
+    compile_tableau(tab)                                     # lambdify once, now
+    order = analysis.order if noise is None else 1
+    text = summary or (f"user exponential RK, {tab.stages} stage(s): stiff order "
+                       f"{analysis.stiff_order}, classical {analysis.classical_order}")
+    return single_step_spec(tab.name, tab, order, paper or tab.source or "user-registered tableau",
+                            text, noise=noise, builtin=False, analysis=analysis)
+
+
+def register_multistep(name: str, weights, *, prediction: str = "data", order: int,
+                       lower_order_final: bool = False, paper: str = "", summary: str = "",
+                       overwrite: bool = False) -> SolverSpec:
+    """Register a linear multistep method ``x_{n+1} = out_x[n] x_n + sum_j w[n, j] F_{n-j}``.
+
+    ``weights``: a theory weight set by name (``samplerlab.theory.multistep.MULTISTEP_METHODS``:
+    'res', 'deis', 'lms', ... — the exact Lagrange/Adams integrals) or a function
+    ``weights(sigmas, orders) -> (out_x [M], w [M, max(orders)])`` of the grid (float64 numpy,
+    ``sigmas [M+1] > 0``; ``orders[n]`` = past values row n may use, from the warm-up).
+    ``prediction``: 'data' (F = D) or 'noise' (F = eps = (x - D)/sigma). ``order``: the order
+    of the weights with ``order`` past values (declared; ``samplerlab check`` measures it).
+    The sampler takes the built-ins' option ``warmup`` ('lower_order' | 'single_step') and the
+    delivered order follows the same rule (capped at 2 under the lower-order warm-up).
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"name must be a Python identifier, got {name!r}")
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be 'data' or 'noise', got {prediction!r}")
+    order = check_positive_int(order, "order")
+    if not isinstance(lower_order_final, bool):
+        raise TypeError(f"lower_order_final must be a bool, got {type(lower_order_final).__name__}")
+    if isinstance(weights, str):
+        if weights not in MULTISTEP_METHODS:
+            raise ValueError(f"weights must be a callable or one of {sorted(MULTISTEP_METHODS)}, "
+                             f"got {weights!r}")
+        method = weights
+
+        def coefficients(grid, k, o):
+            coeffs = multistep_coefficients(method, grid, k, lower_order_final=lower_order_final)
+            if coeffs.prediction != prediction:
+                raise ValueError(f"weights {method!r} are in {coeffs.prediction} form, not "
+                                 f"prediction={prediction!r}")
+            return coeffs
+    elif callable(weights):
+        fn = weights
+
+        def coefficients(grid, k, o):
+            orders = row_orders(len(grid) - 1, k, lower_order_final)
+            got = fn(grid.copy(), orders.copy())
+            if not isinstance(got, tuple) or len(got) != 2:
+                raise TypeError(f"weights of {name!r} must return (out_x, w), got "
+                                f"{type(got).__name__}")
+            out_x, w = (np.asarray(v, dtype=np.float64) for v in got)
+            m = len(grid) - 1
+            if out_x.shape != (m,) or w.ndim != 2 or w.shape[0] != m or w.shape[1] > k:
+                raise ValueError(f"weights of {name!r} must return out_x [{m}] and w [{m}, <= {k}]"
+                                 f", got {out_x.shape} and {w.shape}")
+            full = np.zeros((m, k))
+            full[:, :w.shape[1]] = w
+            return MultistepCoefficients(prediction=prediction, out_x=out_x, weights=full,
+                                         orders=orders)
+    else:
+        raise TypeError(f"weights must be a callable or a theory weight-set name, got "
+                        f"{type(weights).__name__}")
+    spec = multistep_spec(name, coefficients, order, paper or "user-registered multistep method",
+                          summary or f"user linear multistep method, {order} past values, "
+                          f"{prediction} prediction", builtin=False, method=weights)
+    return register_spec(spec, overwrite=overwrite)
 
 
 def _predictor_corrector(name, method, order, paper, summary, params=None, *, order_fn=None,
@@ -149,7 +358,7 @@ def _predictor_corrector(name, method, order, paper, summary, params=None, *, or
         k = o.pop("order")
         return pc_coefficients(method, grid, k, **o)
 
-    return _register(SolverSpec(name=name, family=PC, order=order, stochastic=False,
+    return register_spec(SolverSpec(name=name, family=PC, order=order, stochastic=False,
                                 paper=paper, summary=summary, defaults=defaults, build=build,
                                 order_fn=order_fn, validate=validate))
 
@@ -213,10 +422,8 @@ _single("li_accel_sde", "li_accel_sde", 1, PAPERS["li"],
 
 # --- seed 001: K-th order Lagrange sampler ----------------------------------------------------
 def _lagrange_validate(opts):
-    opts["K"] = check_positive_int(opts["K"], "K")
     if opts["R"] is None:
         opts["R"] = opts["K"] - 1
-    opts["R"] = check_positive_int(opts["R"], "R", minimum=0)
     return opts
 
 
@@ -229,7 +436,9 @@ def _lagrange_order(opts):
 _single("lagrange", "lagrange", 2, PAPERS["lagrange"],
         "K anchors equispaced in alpha-bar, Lagrange interpolation of the PF-ODE integrand "
         "gamma^-3/2 s, R Picard refinement rounds; 1 + R(K-1) NFE/step; order min(R+1, NC(K))",
-        {"K": 2, "R": None}, validate=_lagrange_validate, order_fn=_lagrange_order)
+        {"K": 2, "R": None}, validate=_lagrange_validate, order_fn=_lagrange_order,
+        ranges={"K": OptionRange(1, None, integer=True, why="number of anchors"),
+                "R": OptionRange(0, None, integer=True, why="Picard rounds; None: K - 1")})
 
 # --- multistep classics -----------------------------------------------------------------------
 _multistep("dpmpp_2m", "dpmpp", 2, PAPERS["dpmpp"],
@@ -291,16 +500,12 @@ _predictor_corrector("f_dpmsolver", "f_dpmsolver", 1, PAPERS["fv"],
 
 
 # --- the ideal forward value (implicit) --------------------------------------------------------
-def _fv_validate(opts):
-    opts["tol"] = check_in_range(opts["tol"], "tol", 0.0, None, low_open=True)
-    opts["max_iter"] = check_positive_int(opts["max_iter"], "max_iter")
-    return opts
-
-
-_register(SolverSpec(
+register_spec(SolverSpec(
     name="fv_ideal", family=IMPLICIT, order=1, stochastic=False, paper=PAPERS["fv"],
     summary="ideal forward value: x' = e^-h x + (1 - e^-h) D(x', s') solved by fixed-point "
             "iteration (theory checks; NFE depends on the iterations)",
     defaults={"tol": 1e-12, "max_iter": 5000},
-    build=lambda grid, opts: step_coefficients("euler", grid[:-1], grid[1:]),
-    validate=_fv_validate))
+    ranges={"tol": OptionRange(0.0, None, low_open=True, cast=True,
+                               why="fixed-point tolerance in the state's units"),
+            "max_iter": OptionRange(1, None, integer=True, why="fixed-point iterations")},
+    build=lambda grid, opts: step_coefficients("euler", grid[:-1], grid[1:])))

@@ -72,7 +72,9 @@ __all__ = ["h", "ExpRKTableau", "StiffCondition", "ConditionCheck", "stiff_order
            "check_stiff_conditions", "satisfied_conditions", "exponential_euler", "res_2s",
            "res_3s", "dpmpp_2s", "dpm_solver_2", "dpm_solver_3", "heun", "HEUN_SIGMA_TABLEAU",
            "exp_rk_from_sigma_rk", "EXP_RK_TABLEAUX", "get_tableau", "exp_poly_terms",
-           "is_identically_zero", "taylor_coefficients", "tidy_phi_expr"]
+           "is_identically_zero", "taylor_coefficients", "tidy_phi_expr", "TableauAnalysis",
+           "analyse_tableau", "validate_tableau", "tableau_from_data", "limit_tableau",
+           "orders_from_checks", "MAX_ANALYSIS_ORDER", "H_MAX_CHECK", "ParametrisedTableau"]
 
 #: the step size in lambda, ``h = log(sigma_n / sigma_{n+1})`` (positive symbol)
 h = sympy.Symbol("h", positive=True)
@@ -280,6 +282,13 @@ class ExpRKTableau:
     def stage_x(self, i: int):
         """Coefficient of ``x_n`` in stage ``i`` (0-based): ``e^{-c_i h}``."""
         return sympy.exp(-self.c[i] * h)
+
+    def step_coefficients(self, sigma_from, sigma_to, **params):
+        """The linear-step coefficients of this tableau (:mod:`.single_step`, compiled once)."""
+        if params:
+            raise ValueError(f"the tableau {self.name!r} takes no parameters, got {sorted(params)}")
+        from samplerlab.theory.single_step import step_coefficients_of
+        return step_coefficients_of(self, sigma_from, sigma_to)
 
     def explicit(self) -> "ExpRKTableau":
         """The same tableau with every ``phi_k`` written out in ``exp`` (:func:`expand_phi`)."""
@@ -868,3 +877,256 @@ def get_tableau(name: str, **params) -> ExpRKTableau:
     merged = dict(defaults)
     merged.update(params)
     return factory(**merged)
+
+
+# ----------------------------------------------------------------------------------------------
+# a user's tableau: validation and order analysis (issue 11, ``solvers.register_exp_rk``)
+# ----------------------------------------------------------------------------------------------
+
+#: highest order the analysis checks (Hochbruck-Ostermann conditions (1)-(8), trees of order <= 4)
+MAX_ANALYSIS_ORDER = 4
+#: a tableau's coefficients must be finite for 0 < h <= H_MAX_CHECK (a step with sigma ratio up
+#: to e^50; h beyond it is not a step any grid takes)
+H_MAX_CHECK = 50.0
+
+
+def _leading_power(expr) -> Optional[int]:
+    """Power of h of a leading term ``c h^k`` (None for None)."""
+    if expr is None:
+        return None
+    _, k = sympy.Mul(expr).as_coeff_exponent(h)
+    return int(k)
+
+
+def orders_from_checks(checks: Sequence[ConditionCheck], max_order: int) -> Tuple[int, int]:
+    """``(stiff, classical)`` order from :func:`check_stiff_conditions` results: stiff = largest
+    ``p <= max_order`` whose conditions of order ``<= p`` all vanish identically in h; classical =
+    largest p such that every condition of order ``j <= p`` vanishes identically or to
+    ``O(h^(p+1-j))`` as h -> 0 (its leading Taylor term)."""
+    stiff = classical = 0
+    for p in range(1, max_order + 1):
+        conds = [c for c in checks if c.order <= p]
+        if all(c.holds for c in conds) and stiff == p - 1:
+            stiff = p
+        ok = all(c.holds or (_leading_power(c.leading) is not None and
+                             _leading_power(c.leading) >= p + 1 - c.order) for c in conds)
+        if ok and classical == p - 1:
+            classical = p
+    return stiff, classical
+
+
+def limit_tableau(tab: ExpRKTableau) -> Tuple[sympy.Matrix, sympy.Matrix]:
+    """``(A(0), b(0))``: the classical RK tableau the method reduces to as ``h -> 0`` (exact)."""
+    def lim(e):
+        try:
+            return taylor_coefficients(e, 1)[0]
+        except NotImplementedError:
+            return sympy.limit(expand_phi(e), h, 0, "+")
+    s = tab.stages
+    A0 = sympy.Matrix(s, s, lambda i, j: lim(tab.A[i, j]) if j < i else 0)
+    b0 = sympy.Matrix([lim(tab.b[i]) for i in range(s)])
+    return A0, b0
+
+
+@dataclasses.dataclass(frozen=True)
+class TableauAnalysis:
+    """What theory/ derives for an exponential RK tableau (:func:`analyse_tableau`).
+
+    ``stiff_order``, ``classical_order``: from the Hochbruck-Ostermann conditions up to
+    ``max_order`` (:func:`orders_from_checks`); ``underlying_order``: classical RK order of the
+    ``h -> 0`` limit tableau ``(A(0), b(0), c)`` from rooted trees (:func:`rk_order`); ``checks``:
+    every condition with its residual as a function of h and its leading term at h = 0.
+    ``order``: the order a sampler built on it declares, ``min(classical, underlying)``.
+    """
+
+    tableau: ExpRKTableau
+    stiff_order: int
+    classical_order: int
+    underlying_order: int
+    max_order: int
+    checks: Tuple[ConditionCheck, ...]
+    limit_A: sympy.Matrix
+    limit_b: sympy.Matrix
+
+    @property
+    def order(self) -> int:
+        return min(self.classical_order, self.underlying_order)
+
+    def violated(self) -> Tuple[ConditionCheck, ...]:
+        return tuple(c for c in self.checks if not c.holds)
+
+    def lines(self) -> List[str]:
+        """One line per condition: name, statement, holds / residual and its leading term."""
+        out = []
+        for c in self.checks:
+            if c.holds:
+                out.append(f"{c.name:<8} order {c.order}  {c.statement}: holds for every h")
+            else:
+                lead = "does not vanish as h -> 0" if c.leading is None else f"leading {c.leading}"
+                out.append(f"{c.name:<8} order {c.order}  {c.statement}: residual "
+                           f"{c.residual}  ({lead})")
+        return out
+
+
+def _singular_points(expr) -> List[float]:
+    """Positive h where ``expr`` (phi's allowed) has a pole: zeros of its denominator's factors
+    (polynomial factors: exact real roots; others: sign changes on a dense log grid)."""
+    e = sympy.together(expand_phi(sympy.sympify(expr)))
+    den = sympy.denom(e)
+    if h not in den.free_symbols:
+        return []
+    bad = []
+    hs = np.geomspace(1e-4, H_MAX_CHECK, 2000)
+    for f in sympy.Mul.make_args(sympy.factor(den)):
+        base = f.base if f.is_Pow else f
+        if h not in base.free_symbols or base == h or base.func is sympy.exp:
+            continue
+        if base.is_polynomial(h):
+            for r in sympy.Poly(base, h).real_roots():
+                if r > 0:
+                    bad.append(float(r))
+            continue
+        fn = sympy.lambdify(h, base, "numpy")
+        with np.errstate(all="ignore"):
+            vals = np.broadcast_to(np.asarray(fn(hs), dtype=float), hs.shape)
+        sign = np.sign(vals)
+        hits = np.nonzero((sign[:-1] * sign[1:] <= 0) | ~np.isfinite(vals[:-1]))[0]
+        bad.extend(float(hs[i]) for i in hits[:1])
+    return bad
+
+
+def validate_tableau(tab: ExpRKTableau) -> None:
+    """Reject a tableau that cannot be a consistent explicit sampler (``ValueError`` naming the
+    argument): nodes not real numbers >= 0; a free symbol other than ``h`` (give numbers); a
+    coefficient with a pole at some ``0 < h <= H_MAX_CHECK`` or not analytic at ``h = 0``;
+    ``sum_i b_i != phi_1(-h)`` (condition (1), consistency); stage rows whose ``h -> 0`` limit
+    does not sum to the node (``sum_j a_ij(0) = c_i``, the classical row-sum convention)."""
+    if tab.free_symbols:
+        raise ValueError(f"A, b, c must be numbers or expressions in h only; found free symbols "
+                         f"{sorted(map(str, tab.free_symbols))} (substitute their values, or "
+                         f"declare them as options: register_exp_rk(..., params=...))")
+    for i, ci in enumerate(tab.c):
+        if h in ci.free_symbols:
+            continue  # converted methods (heun) have h-dependent nodes
+        if ci.free_symbols or not ci.is_real or ci < 0:
+            raise ValueError(f"c must hold real numbers >= 0 (stage nodes in lambda), got "
+                             f"c[{i}] = {ci}")
+    entries = [("A", f"A[{i}][{j}]", tab.A[i, j]) for i in range(tab.stages) for j in range(i)]
+    entries += [("b", f"b[{i}]", tab.b[i]) for i in range(tab.stages)]
+    for arg, where, e in entries:
+        if e == 0:
+            continue
+        poles = _singular_points(e)
+        if poles:
+            raise ValueError(f"{arg}: {where} = {e} is singular at h = {poles[0]:.6g} > 0; the "
+                             f"coefficients must be finite for every step 0 < h <= {H_MAX_CHECK:g}")
+        try:
+            taylor_coefficients(e, 1)
+        except ValueError as exc:
+            raise ValueError(f"{arg}: {where} = {e} is not analytic at h = 0 ({exc})") from None
+        except NotImplementedError:
+            pass
+    consistency = _psi(tab, 1)
+    if not is_identically_zero(consistency):
+        raise ValueError(f"b: sum_i b_i must equal phi_1(-h) (consistency, condition (1)); "
+                         f"sum_i b_i - phi_1(-h) = {tidy_phi_expr(-consistency)}")
+    A0, _ = limit_tableau(tab)
+    for i in range(tab.stages):
+        ci = tab.c[i]
+        if h in ci.free_symbols:
+            ci = sympy.limit(ci, h, 0, "+")
+        row = sympy.nsimplify(sum(A0[i, :]))
+        if sympy.simplify(row - ci) != 0:
+            raise ValueError(f"A: row {i} must sum to c[{i}] = {ci} as h -> 0 (stage "
+                             f"condition psi_1,{i + 1}: sum_j a_ij = c_i phi_1(-c_i h)); its "
+                             f"h -> 0 row sum is {row}")
+
+
+def analyse_tableau(tab: ExpRKTableau, max_order: int = MAX_ANALYSIS_ORDER) -> TableauAnalysis:
+    """Validate ``tab`` (:func:`validate_tableau`) and derive its stiff, classical and underlying
+    orders (:class:`TableauAnalysis`)."""
+    validate_tableau(tab)
+    checks = tuple(check_stiff_conditions(tab, max_order))
+    stiff, classical = orders_from_checks(checks, max_order)
+    A0, b0 = limit_tableau(tab)
+    c0 = [sympy.limit(ci, h, 0, "+") if h in ci.free_symbols else ci for ci in tab.c]
+    underlying = rk_order(A0.tolist(), list(b0), c0, max_order=max_order)
+    return TableauAnalysis(tab, stiff, classical, underlying, max_order, checks, A0, b0)
+
+
+def tableau_from_data(name: str, c, A, b, *, source: str = "") -> ExpRKTableau:
+    """An :class:`ExpRKTableau` from user data (numbers or sympy expressions in :data:`h`, phi's
+    via ``Phi(k, -c h)`` or ``phi_sym``); shape/explicitness errors name ``c``, ``A`` or ``b``."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    for arg, v in (("c", c), ("b", b)):
+        if isinstance(v, (str, bytes)) or not hasattr(v, "__len__"):
+            raise TypeError(f"{arg} must be a sequence of numbers or sympy expressions, got "
+                            f"{type(v).__name__}")
+    if isinstance(A, (str, bytes)) or not hasattr(A, "__len__"):
+        raise TypeError(f"A must be an s x s array of numbers or sympy expressions, got "
+                        f"{type(A).__name__}")
+    if isinstance(A, (list, tuple)):
+        A = [list(r) if isinstance(r, (list, tuple, np.ndarray)) else r for r in A]
+    return ExpRKTableau(name, tuple(c) if isinstance(c, (list, tuple)) else c, A,
+                        list(b) if isinstance(b, (list, tuple)) else b, source=source)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParametrisedTableau:
+    """A family of exponential RK tableaux in named parameters (a user's method with options).
+
+    ``c``, ``A``, ``b`` hold sympy Symbols named in ``params``; ``params`` is a tuple of
+    ``(name, default, low, high)`` with exact rational defaults and closed ranges. :meth:`at`
+    substitutes exact values (validated by :func:`validate_tableau` on first use of each value,
+    cached) and :meth:`step_coefficients` compiles them (``samplerlab.theory.single_step``)."""
+
+    name: str
+    c: Tuple
+    A: Tuple
+    b: Tuple
+    params: Tuple
+
+    @property
+    def symbols(self) -> Dict[str, sympy.Symbol]:
+        out = {}
+        for e in list(self.c) + [x for r in self.A for x in r] + list(self.b):
+            for sym in sympy.sympify(e).free_symbols:
+                if sym != h:
+                    out[sym.name] = sym
+        return out
+
+    @property
+    def defaults(self) -> Dict[str, sympy.Rational]:
+        return {p[0]: p[1] for p in self.params}
+
+    def at(self, **values) -> ExpRKTableau:
+        """The numeric tableau at ``values`` (missing ones at their defaults; exact rationals)."""
+        from samplerlab.theory.single_step import exact_param
+        unknown = sorted(set(values) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"{self.name} takes parameters {sorted(self.defaults)}, got {unknown}")
+        merged = {**self.defaults, **values}
+        key = tuple(sorted((k, exact_param(v, k)) for k, v in merged.items()))
+        return _tableau_at(self, key)
+
+    def step_coefficients(self, sigma_from, sigma_to, **values):
+        return self.at(**values).step_coefficients(sigma_from, sigma_to)
+
+
+_TABLEAU_AT_CACHE: Dict = {}
+
+
+def _tableau_at(fam: ParametrisedTableau, key) -> ExpRKTableau:
+    cache_key = (fam, key)
+    if cache_key not in _TABLEAU_AT_CACHE:
+        syms = fam.symbols
+        sub = {syms[k]: v for k, v in key if k in syms}
+        tab = ExpRKTableau(fam.name, tuple(sympy.sympify(e).subs(sub) for e in fam.c),
+                           [[sympy.sympify(e).subs(sub) for e in r] for r in fam.A],
+                           [sympy.sympify(e).subs(sub) for e in fam.b], params=dict(key))
+        validate_tableau(tab)
+        if len(_TABLEAU_AT_CACHE) > 256:
+            _TABLEAU_AT_CACHE.clear()
+        _TABLEAU_AT_CACHE[cache_key] = tab
+    return _TABLEAU_AT_CACHE[cache_key]

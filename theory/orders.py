@@ -10,13 +10,12 @@
 from __future__ import annotations
 
 import functools
-from typing import Optional, Tuple
+from typing import Tuple
 
 import sympy as sp
 
 from samplerlab.theory.exp_rk import (check_stiff_conditions, get_tableau, is_identically_zero,
-                                      taylor_coefficients, tidy_phi_expr)
-from samplerlab.theory.exp_rk import h as H_SYMBOL
+                                      orders_from_checks, taylor_coefficients, tidy_phi_expr)
 from samplerlab.theory.multistep import kernel_moments_sym, multistep_weights_sym
 
 __all__ = ["exp_rk_orders", "multistep_orders", "KERNELS"]
@@ -26,14 +25,6 @@ KERNELS = {"res": "exp_data", "dpmpp": "exp_data", "deis": "exp_noise", "lms": "
            "ipndm": "poly", "ipndm_v": "poly"}
 
 
-def _leading_power(expr) -> Optional[int]:
-    """Power of h of a leading term ``c h^k`` (None for None)."""
-    if expr is None:
-        return None
-    _, k = sp.Mul(expr).as_coeff_exponent(H_SYMBOL)
-    return int(k)
-
-
 @functools.lru_cache(maxsize=None)
 def exp_rk_orders(name: str) -> Tuple[int, int, tuple]:
     """``(stiff order, classical order, checks)`` of the named exponential-RK tableau from
@@ -41,15 +32,7 @@ def exp_rk_orders(name: str) -> Tuple[int, int, tuple]:
     conditions of order <= p all vanish identically in h; classical = largest p such that every
     condition of order j <= p vanishes identically or to O(h^(p+1-j)) as h -> 0."""
     checks = tuple(check_stiff_conditions(get_tableau(name), 3))
-    stiff = classical = 0
-    for p in (1, 2, 3):
-        conds = [c for c in checks if c.order <= p]
-        if all(c.holds for c in conds) and stiff == p - 1:
-            stiff = p
-        ok = all(c.holds or (_leading_power(c.leading) is not None and
-                             _leading_power(c.leading) >= p + 1 - c.order) for c in conds)
-        if ok and classical == p - 1:
-            classical = p
+    stiff, classical = orders_from_checks(checks, 3)
     return stiff, classical, checks
 
 

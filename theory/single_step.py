@@ -50,11 +50,13 @@ import sympy
 
 from samplerlab.theory import exp_rk
 from samplerlab.theory.exp_rk import h, taylor_coefficients
-from samplerlab.theory.phi_functions import PHI_MODULE
+from samplerlab.theory.phi_functions import PHI_MODULE, expand_phi
 from samplerlab.theory.step_form import StepCoefficients, register_step_method
 
 __all__ = ["SINGLE_STEP_METHODS", "compiled_tableau", "tableau_step_coefficients",
-           "exact_param", "TAYLOR_SWITCH", "TAYLOR_TERMS"]
+           "exact_param", "TAYLOR_SWITCH", "TAYLOR_TERMS", "MAX_LIMIT_WEIGHT", "NODE_MIN",
+           "PARAM_RANGES", "RANGE_RULE", "check_limit_weights", "compile_tableau",
+           "step_coefficients_of"]
 
 #: below this h the Taylor polynomial is used, above it the phi-form
 TAYLOR_SWITCH = 1.0
@@ -90,7 +92,12 @@ def _compile_coefficient(expr) -> Callable[[np.ndarray], np.ndarray]:
             raise ValueError(f"coefficient {expr} has free parameters; give numeric parameters")
         val = float(expr)
         return lambda hh: np.full_like(hh, val)
-    taylor = np.array([float(t) for t in taylor_coefficients(expr, TAYLOR_TERMS)])[::-1]
+    try:
+        exact = taylor_coefficients(expr, TAYLOR_TERMS)
+    except NotImplementedError:  # not an exp-polynomial (a user's rational function of h)
+        ser = sympy.series(sympy.expand_func(expand_phi(expr)), h, 0, TAYLOR_TERMS).removeO()
+        exact = [ser.coeff(h, k) for k in range(TAYLOR_TERMS)]
+    taylor = np.array([float(t) for t in exact])[::-1]
     closed = sympy.lambdify(h, expr, modules=[PHI_MODULE, "numpy"])
 
     def f(hh: np.ndarray) -> np.ndarray:
@@ -154,7 +161,25 @@ class _Compiled:
 @functools.lru_cache(maxsize=None)
 def compiled_tableau(name: str, params: Tuple[Tuple[str, sympy.Rational], ...] = ()) -> _Compiled:
     """The compiled numeric tableau for ``name`` and exact parameters (cached)."""
-    return _Compiled(exp_rk.get_tableau(name, **dict(params)))
+    tab = exp_rk.get_tableau(name, **dict(params))
+    check_limit_weights(tab)
+    return _Compiled(tab)
+
+
+@functools.lru_cache(maxsize=64)
+def compile_tableau(tab: exp_rk.ExpRKTableau) -> _Compiled:
+    """The compiled numeric form of any (validated, numeric) tableau, cached per tableau value
+    (``tab.step_coefficients`` and ``solvers.register_exp_rk`` use it)."""
+    if not isinstance(tab, exp_rk.ExpRKTableau):
+        raise TypeError(f"tab must be an ExpRKTableau, got {type(tab).__name__}")
+    check_limit_weights(tab)
+    return _Compiled(tab)
+
+
+def step_coefficients_of(tab: exp_rk.ExpRKTableau, sigma_from, sigma_to) -> StepCoefficients:
+    """StepCoefficients of the tableau ``tab`` itself (no name lookup)."""
+    sf, st = _check_sigmas(sigma_from, sigma_to)
+    return compile_tableau(tab)(sf, st)
 
 
 def _check_sigmas(sigma_from, sigma_to):
@@ -177,10 +202,54 @@ def tableau_step_coefficients(name: str, sigma_from, sigma_to, **params) -> Step
 # parameter validation and registration
 # ----------------------------------------------------------------------------------------------
 
-def _unit_interval(value, name):
+#: bound on the entries of the h -> 0 limit tableau ``A(0), b(0)`` of every method: the step
+#: weights are ``h a_ij(h) ~ h a_ij(0)``, ``h b_i(h) ~ h b_i(0)``, and a weight of size W multiplies
+#: the denoiser's rounding error by W (while the weights themselves sum to ``1 - e^{-h} <= 1``).
+MAX_LIMIT_WEIGHT = 1000.0
+
+#: the smallest intermediate node of the one-node families (res_2s c2, dpmpp_2s / dpm_solver_2 r,
+#: dpm_solver_3 r1, r2, res_3s c2, c3).  Derived from their limit tableaux (tests/test_registration.py
+#: checks these closed forms against :func:`samplerlab.theory.exp_rk.limit_tableau`):
+#: res_2s ``b(0) = (1 - 1/(2 c2), 1/(2 c2))``, dpmpp_2s and dpm_solver_2 the same in ``r``; so
+#: ``max |entry| = 1/(2 c) <= W`` iff ``c >= 1/(2 W)``.  dpm_solver_3 has ``b3(0) = 1/(2 r2)`` and
+#: ``a32(0) = r2^2/(2 r1) <= 1/(2 r1)``, so ``r1, r2 >= 1/(2 W)`` suffices.  res_3s has further
+#: singular lines (c2 = c3, c2 = 2/3); its nodes get the same minimum and every compiled tableau is
+#: checked against the bound (:func:`check_limit_weights`).
+NODE_MIN = 1.0 / (2.0 * MAX_LIMIT_WEIGHT)
+
+#: method -> parameter -> (low, high): the admissible closed interval of each node parameter
+PARAM_RANGES: Dict[str, Dict[str, Tuple[float, float]]] = {
+    "dpm_solver_2": {"r": (NODE_MIN, 1.0)},
+    "dpmpp_2s": {"r": (NODE_MIN, 1.0)},
+    "res_2s": {"c2": (NODE_MIN, 1.0)},
+    "dpm_solver_3": {"r1": (NODE_MIN, 1.0), "r2": (NODE_MIN, 1.0)},
+    "res_3s": {"c2": (NODE_MIN, 1.0), "c3": (NODE_MIN, 1.0)},
+}
+
+RANGE_RULE = (f"intermediate nodes >= 1/(2 W) = {NODE_MIN:g} keep every entry of the h -> 0 "
+              f"limit tableau <= W = {MAX_LIMIT_WEIGHT:g} (samplerlab.theory.single_step)")
+
+
+def check_limit_weights(tab: exp_rk.ExpRKTableau) -> None:
+    """``ValueError`` if an entry of the ``h -> 0`` limit tableau exceeds :data:`MAX_LIMIT_WEIGHT`
+    in magnitude (exact arithmetic, before anything is converted to float)."""
+    A0, b0 = exp_rk.limit_tableau(tab)
+    entries = [(f"a[{i + 1},{j + 1}](0)", A0[i, j]) for i in range(tab.stages) for j in range(i)]
+    entries += [(f"b[{i + 1}](0)", b0[i]) for i in range(tab.stages)]
+    for where, v in entries:
+        if abs(v) > MAX_LIMIT_WEIGHT:
+            params = ", ".join(f"{k}={float(p):.10g}" for k, p in tab.params) or "its coefficients"
+            raise ValueError(f"{tab.name} with {params}: {where} = {float(v):.4g} exceeds the "
+                             f"weight bound {MAX_LIMIT_WEIGHT:g} in magnitude (the step would "
+                             f"amplify the denoiser's rounding error by that much); choose nodes "
+                             f"further apart / away from 0")
+
+
+def _node(value, name, method):
     v = exact_param(value, name)
-    if not (0 < v <= 1):
-        raise ValueError(f"{name} must lie in (0, 1], got {value!r}")
+    low, high = PARAM_RANGES[method][name]
+    if not (exact_param(low, name) <= v <= exact_param(high, name)):
+        raise ValueError(f"{name} must lie in [{low:g}, {high:g}], got {value!r} ({RANGE_RULE})")
     return v
 
 
@@ -190,23 +259,25 @@ def _no_params(**params):
     return {}
 
 
-def _r_params(r=0.5):
-    return {"r": _unit_interval(r, "r")}
+def _r_params(method):
+    def params(r=0.5):
+        return {"r": _node(r, "r", method)}
+    return params
 
 
 def _dpm3_params(r1=1 / 3, r2=2 / 3):
-    p = {"r1": _unit_interval(r1, "r1"), "r2": _unit_interval(r2, "r2")}
+    p = {"r1": _node(r1, "r1", "dpm_solver_3"), "r2": _node(r2, "r2", "dpm_solver_3")}
     if not p["r1"] < p["r2"]:
         raise ValueError(f"r1 must be < r2, got r1={r1!r}, r2={r2!r}")
     return p
 
 
 def _res2_params(c2=0.5):
-    return {"c2": _unit_interval(c2, "c2")}
+    return {"c2": _node(c2, "c2", "res_2s")}
 
 
 def _res3_params(c2=1 / 3, c3=2 / 3):
-    p = {"c2": _unit_interval(c2, "c2"), "c3": _unit_interval(c3, "c3")}
+    p = {"c2": _node(c2, "c2", "res_3s"), "c3": _node(c3, "c3", "res_3s")}
     if p["c2"] == sympy.Rational(2, 3):
         raise ValueError("c2 must differ from 2/3 (the family's gamma is singular there)")
     gamma = (3 * p["c3"] ** 2 - 2 * p["c3"]) / (p["c2"] * (2 - 3 * p["c2"]))
@@ -220,9 +291,9 @@ def _res3_params(c2=1 / 3, c3=2 / 3):
 SINGLE_STEP_METHODS: Dict[str, Callable[..., dict]] = {
     "euler": _no_params,
     "heun": _no_params,
-    "dpm_solver_2": _r_params,
+    "dpm_solver_2": _r_params("dpm_solver_2"),
     "dpm_solver_3": _dpm3_params,
-    "dpmpp_2s": _r_params,
+    "dpmpp_2s": _r_params("dpmpp_2s"),
     "res_2s": _res2_params,
     "res_3s": _res3_params,
 }

@@ -92,8 +92,16 @@ def register_step_method(name: str):
 def step_coefficients(method: str, sigma_from, sigma_to, **params) -> StepCoefficients:
     """Coefficients of ``method`` for the steps ``sigma_from[n] -> sigma_to[n]`` (numpy float64).
 
+    ``method``: a registered name (:data:`STEP_METHODS`) or a method value with a
+    ``step_coefficients(sigma_from, sigma_to)`` method (an ``ExpRKTableau``).
+
     ``sigma_from`` and ``sigma_to`` are 1-D arrays of equal length M with entries > 0.
     """
+    if not isinstance(method, str):
+        if callable(getattr(method, "step_coefficients", None)):  # a method value (ExpRKTableau)
+            return method.step_coefficients(sigma_from, sigma_to, **params)
+        raise TypeError(f"method must be a registered name or a method value with "
+                        f"step_coefficients (e.g. an ExpRKTableau), got {type(method).__name__}")
     if method not in STEP_METHODS:
         raise ValueError(f"unknown step method {method!r}; known: {sorted(STEP_METHODS)}")
     sf = np.atleast_1d(np.asarray(sigma_from, dtype=np.float64))

@@ -15,6 +15,7 @@ STUDY_MODULES = (
     "res_order_conditions",
     "work_precision",
     "amed",
+    "high_dimension",
 )
 
 

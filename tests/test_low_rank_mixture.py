@@ -1,0 +1,125 @@
+"""Low-rank-plus-diagonal mixtures (samplerlab.experiments.low_rank_mixture) against the dense form."""
+import math
+
+import pytest
+import torch
+
+from samplerlab.experiments.low_rank_mixture import LowRankGaussianMixture, image_like_mixture
+from samplerlab.experiments.reference import solve_pf_ode
+from samplerlab.experiments.targets import GaussianMixture
+from samplerlab.solvers import grids, sample
+
+F64 = torch.float64
+
+
+def _random_low_rank(d, r, k, seed, *, isotropic_diag=False):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.rand(k, generator=g, dtype=F64) + 0.2
+    w = w / w.sum()
+    mu = 1.5 * torch.randn(k, d, generator=g, dtype=F64)
+    u = torch.randn(k, d, r, generator=g, dtype=F64) / math.sqrt(r)
+    a = (torch.rand(k, generator=g, dtype=F64) if isotropic_diag
+         else torch.rand(k, d, generator=g, dtype=F64)) * 0.5 + 0.05
+    return GaussianMixture.low_rank(w, mu, u, a)
+
+
+@pytest.mark.parametrize("d,r,k", [(1, 1, 2), (7, 3, 3), (512, 16, 3)])
+def test_agrees_with_dense_form(d, r, k):
+    """denoiser, score and log_prob equal the dense eigenbasis evaluation to 1e-12 (relative),
+    for one noise level and for one per sample."""
+    lr = _random_low_rank(d, r, k, seed=d)
+    dense = lr.to_dense()
+    assert isinstance(lr, LowRankGaussianMixture) and lr.cov_kind == "low_rank"
+    g = torch.Generator().manual_seed(1)
+    x = 3.0 * torch.randn(40, d, generator=g, dtype=F64)
+    levels = [1e-3, 0.1, 1.0, 80.0, torch.rand(40, generator=g, dtype=F64) * 5 + 1e-2]
+    for s in levels:
+        for name in ("denoiser", "score", "log_prob"):
+            got, want = getattr(lr, name)(x, s), getattr(dense, name)(x, s)
+            scale = want.abs().max()
+            assert ((got - want).abs().max() / scale).item() < 1e-12, (name, s)
+        # responsibilities are exp of log-joints of size ~d/sigma^2: their round-off is
+        # eps * |log joint|, ~1e-12 at d = 512, sigma = 0.1, in either evaluation
+        lj = dense.log_prob(x, s).abs().max().item()
+        got, want = lr.responsibilities(x, s), dense.responsibilities(x, s)
+        assert (got - want).abs().max().item() < 1e-14 * max(lj, 1.0), s
+    assert torch.equal(lr.denoiser(x, 0.0), x)
+
+
+def test_isotropic_diag_and_marginal():
+    lr = _random_low_rank(6, 2, 2, seed=3, isotropic_diag=True)
+    m = lr.marginal(0.7)
+    x = torch.randn(9, 6, generator=torch.Generator().manual_seed(0), dtype=F64)
+    torch.testing.assert_close(m.log_prob(x, 0.0), lr.log_prob(x, 0.7), rtol=1e-13, atol=1e-13)
+    assert abs(lr.smallest_variance() - lr.diag.min().item()) == 0.0
+    # the lower bound is below every true eigenvalue
+    assert lr.smallest_variance() <= lr.eigenvalues.min().item() + 1e-15
+
+
+def test_samples_have_the_right_moments():
+    lr = _random_low_rank(4, 2, 2, seed=5)
+    x = lr.sample(200_000, generator=0, sigma=0.5)
+    mean, cov = lr.moments(0.5)
+    assert (x.mean(0) - mean).abs().max() < 0.02
+    assert (torch.cov(x.T) - cov).abs().max() < 0.05
+    again = lr.sample(10, generator=0, sigma=0.5)
+    assert torch.equal(again, lr.sample(10, generator=0, sigma=0.5))
+
+
+def test_image_like_shapes_dtype_and_determinism():
+    t = GaussianMixture.image_like((3, 8, 8), n_components=4, rank=5, seed=2)
+    assert t.dim == 192 and t.event_shape == (3, 8, 8) and t.rank == 5
+    x = t.sample(6, generator=1, sigma=2.0)
+    assert x.shape == (6, 3, 8, 8)
+    assert t.denoiser(x, 2.0).shape == x.shape
+    t2 = image_like_mixture((3, 8, 8), 4, 5, 2)
+    assert torch.equal(t2.means, t.means) and torch.equal(t2.factors, t.factors)
+    t32 = t.to(dtype=torch.float32)
+    d32 = t32.denoiser(x.float(), 2.0)
+    assert d32.dtype == torch.float32
+    torch.testing.assert_close(d32.double(), t.denoiser(x, 2.0), rtol=1e-4, atol=1e-4)
+    # the factors' spectrum decays: column j has norm ~ 1/(j+1)
+    norms = t.factors[0].norm(dim=0)
+    assert (norms[1:] < norms[:-1]).all()
+
+
+def test_samplers_converge_on_an_image_target():
+    """Exact reference through solve_pf_ode on [n, c, h, w]; res_2s is second order there."""
+    t = GaussianMixture.image_like((2, 4, 4), n_components=3, rank=3, seed=0, noise_var=0.05)
+    x = t.sample(8, generator=0, sigma=20.0)
+    ref = solve_pf_ode(t, x, 20.0, 0.05, rtol=1e-11, atol=1e-11)
+    errs = []
+    for m in (16, 32, 64):
+        s = grids.lambda_uniform(m, sigma_min=0.05, sigma_max=20.0)
+        out = sample("res_2s", t.denoiser, x, s)
+        assert out.shape == x.shape
+        errs.append((out - ref).flatten(1).norm(dim=1).max().item())
+    slopes = [math.log2(errs[i] / errs[i + 1]) for i in range(2)]
+    assert 1.7 < slopes[-1] < 2.5, (errs, slopes)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(factors=torch.ones(2, 3, 4)), "rank r <= d"),
+    (dict(factors=torch.ones(2, 4, 2)), "factors must have shape"),
+    (dict(diag=-torch.ones(2, 3)), "diag must be > 0"),
+    (dict(diag=torch.ones(3)), "diag must have shape"),
+    (dict(factors=torch.full((2, 3, 1), float("nan"))), "factors must be finite"),
+])
+def test_bad_input(kwargs, match):
+    args = dict(weights=[0.5, 0.5], means=torch.zeros(2, 3), factors=torch.ones(2, 3, 1),
+                diag=torch.ones(2, 3))
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        GaussianMixture.low_rank(**args)
+
+
+def test_bad_event_shape_and_dense_limit():
+    with pytest.raises(ValueError, match="event_shape"):
+        GaussianMixture.low_rank([1.0], torch.zeros(1, 6), torch.ones(1, 6, 1), torch.ones(1),
+                                 event_shape=(2, 2))
+    with pytest.raises(ValueError, match="rank must be <= d"):
+        GaussianMixture.image_like((1, 2, 2), n_components=1, rank=5)
+    big = GaussianMixture.low_rank([1.0], torch.zeros(1, 5000), torch.zeros(1, 5000, 1),
+                                   torch.ones(1))
+    with pytest.raises(ValueError, match="dense"):
+        big.covariance_matrices()
