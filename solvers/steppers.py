@@ -121,6 +121,7 @@ def _nonfinite(t: torch.Tensor) -> bool:
     unless finite entries overflow the sum), confirmed by the elementwise test only then.
     ``.item()`` on the sum is the cheapest way to read it (one op; ~1.5 us on 2k elements on
     CPU; on CUDA it waits for the stream once per check)."""
+    t = t.detach()  # no graph for the check
     return not math.isfinite(t.sum().item()) and not bool(torch.isfinite(t).all())
 
 
@@ -159,6 +160,8 @@ def _check_output(d: torch.Tensor, x: torch.Tensor, where: str, *, sigma=None,
 
 def _sigma_text(sigma) -> str:
     """A noise level for a message: a number, or the range of a per-sample ``[batch]`` tensor."""
+    if isinstance(sigma, torch.Tensor):
+        sigma = sigma.detach()
     if isinstance(sigma, torch.Tensor) and sigma.numel() != 1:
         if sigma.numel() == 0:
             return "[]"
