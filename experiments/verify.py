@@ -242,7 +242,7 @@ def steps_for_nfe(name: str, nfe: int, family: Callable[[int], torch.Tensor],
     """The largest number of steps M whose NFE (``SOLVERS[name].nfe``) is ``<= nfe`` (None if not
     even one step fits)."""
     spec = SOLVERS[name]
-    opts = dict(options or {})
+    opts = _method_options(dict(options or {}))
     best = None
     for m in range(1, max_steps + 1):
         cost = spec.nfe(family(m), **opts)
@@ -418,7 +418,7 @@ class ModelVerification:
         for label, est in self.orders.items():
             name = next(r["name"] for r in self.rows if r["sampler"] == label)
             out.append({"sampler": label, "declared": float(SOLVERS[name].order_for(
-                **self.settings["options"].get(label, {}))),
+                **_method_options(self.settings["options"].get(label, {})))),
                 "order": None if est is None else float(est.order),
                 "ci_low": None if est is None else float(est.ci_low),
                 "ci_high": None if est is None else float(est.ci_high),
@@ -513,6 +513,15 @@ def _check_x_start(x_start):
         raise ValueError("x_start must be finite (no NaN or inf)")
 
 
+_RUN_FLAGS = ("check_finite", "check_grid")
+
+
+def _method_options(opts):
+    """A case's options without the run flags every sampler takes (``check_finite``,
+    ``check_grid``): what ``SolverSpec.options`` and ``order_for`` validate."""
+    return {k: v for k, v in opts.items() if k not in _RUN_FLAGS}
+
+
 def verify_model(denoiser: Callable, x_start: torch.Tensor, sigma_max, sigma_min,
                  samplers: Sequence, steps: Optional[Sequence[int]] = None, *,
                  nfe: Optional[Sequence[int]] = None, reference: str = "dop853",
@@ -554,7 +563,7 @@ def verify_model(denoiser: Callable, x_start: torch.Tensor, sigma_max, sigma_min
         raise ValueError(f"steps/nfe values must be distinct, got {budgets!r}")
     if isinstance(samplers, str):
         samplers = [samplers]
-    cases = _cases(samplers)
+    cases = [(label, spec.name, opts) for label, spec, opts in _cases(samplers)]
     if not cases:
         raise ValueError("samplers must name at least one sampler")
     for label, name, opts in cases:
@@ -565,7 +574,7 @@ def verify_model(denoiser: Callable, x_start: torch.Tensor, sigma_max, sigma_min
             raise ValueError(f"sampler {name!r} is {kind}"
                              "; the defect against the PF-ODE needs a deterministic explicit "
                              "sampler")
-        SOLVERS[name].options(**opts)  # validates the options
+        SOLVERS[name].options(**_method_options(opts))  # validates the options
     if not (isinstance(floor_factor, numbers.Real) and floor_factor >= 1):
         raise ValueError(f"floor_factor must be a number >= 1, got {floor_factor!r}")
     s_max, s_min = _level(sigma_max, "sigma_max"), _level(sigma_min, "sigma_min")

@@ -95,8 +95,10 @@ BOUNDS = {"li_ddim": "DDIM-type: TV <~ d/T + sqrt(d) eps_score + d eps_Jacobi (L
                           "reconstructed)",
           "lagrange_K3": "K-th order Lagrange: TV <~ (d^{1+2/K} polylog T/T)^K + O~(sqrt(d) "
                          "eps_score) (seed 001, reconstructed)"}
-RANK_SAMPLERS = ["euler", "heun", "dpmpp_2m", "res_2s", "li_accel_ode", ("lagrange_K3", "lagrange",
-                                                                          {"K": 3})]
+# check_grid=False for Lagrange: at NFE 5 it takes one step 80 -> 0.002, whose K = 3 weights
+# amplify model errors ~1e12-fold (the default grid guard refuses it); ranked on what it gives
+RANK_SAMPLERS = ["euler", "heun", "dpmpp_2m", "res_2s", "li_accel_ode",
+                 ("lagrange_K3", "lagrange", {"K": 3, "check_grid": False})]
 
 
 def study_settings(quick: bool) -> Dict:
