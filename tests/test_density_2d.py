@@ -1,9 +1,9 @@
-"""2-D exact-density TV (experiments.density_2d) against closed forms, the 1-D method on a product
+"""2-D exact-density TV (experiments.metrics.density_2d) against closed forms, the 1-D method on a product
 map, and the push-forward Monte-Carlo estimator."""
 import pytest
 import torch
 
-from samplerlab.experiments.density_2d import tv_density_2d_deterministic
+from samplerlab.experiments.metrics import tv_density_2d_deterministic
 from samplerlab.experiments.metrics import (tv_density_1d_deterministic, tv_gaussian_same_cov,
                                             tv_pushforward)
 from samplerlab.experiments.targets import GaussianMixture

@@ -1,4 +1,4 @@
-"""Tests of experiments/metrics.py: defect, closed forms, and TV estimators that cross-check.
+"""Tests of the experiments/metrics package: defect, closed forms, and TV estimators that cross-check.
 
 Tolerances (all measured; see the report in the module docstrings):
 * closed forms vs independent formulas / scipy quadrature: 1e-12;

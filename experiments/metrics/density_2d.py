@@ -30,7 +30,7 @@ import torch
 
 from samplerlab.theory.validation import check_in_range, check_positive_int
 
-from .metrics import _call_log_prob, _map_with_log_abs_det
+from .pushforward import _call_log_prob, _map_with_log_abs_det
 
 __all__ = ["GridTV2D", "tv_density_2d_deterministic"]
 
