@@ -11,12 +11,12 @@ CPU, ``--quick`` runs the same code at 1/1000 of the sizes (what CI can afford).
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import time
 from pathlib import Path
 
 import torch
+
+from samplerlab.experiments.io import write_csv
 
 from samplerlab.experiments.low_rank_mixture import image_like_mixture
 from samplerlab.experiments.targets import GaussianMixture
@@ -66,14 +66,7 @@ def run(device="cuda", out=None, quick=False):
                              "device": str(device)})
                 print(rows[-1], flush=True)
     if out is not None:
-        path = Path(out)
-        path.mkdir(parents=True, exist_ok=True)
-        tmp = path / "gpu_scale.csv.tmp"
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-        os.replace(tmp, path / "gpu_scale.csv")
+        write_csv(Path(out) / "gpu_scale.csv", rows)   # atomic (experiments.io)
     return rows
 
 

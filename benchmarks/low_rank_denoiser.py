@@ -17,13 +17,14 @@ the load average is recorded beside them (a loaded machine inflates small-kernel
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import time
 from pathlib import Path
 
 import torch
+
+from samplerlab.experiments.io import write_csv
 
 from samplerlab.experiments.low_rank_mixture import image_like_mixture
 
@@ -71,14 +72,7 @@ def run(quick=False, device="cpu", threads=2, out=None):
                                  load_average=round(os.getloadavg()[0], 2)))
                 print(rows[-1], flush=True)
     if out is not None:
-        path = Path(out)
-        path.mkdir(parents=True, exist_ok=True)
-        tmp = path / "low_rank_denoiser.csv.tmp"
-        with open(tmp, "w", newline="") as fh:
-            wr = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            wr.writeheader()
-            wr.writerows(rows)
-        os.replace(tmp, path / "low_rank_denoiser.csv")
+        write_csv(Path(out) / "low_rank_denoiser.csv", rows)   # atomic (experiments.io)
     return rows
 
 

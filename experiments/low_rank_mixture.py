@@ -39,7 +39,7 @@ import torch
 
 from samplerlab.theory.validation import check_finite, check_positive_int
 
-from .targets import GaussianMixture, _as_float64, _check_positive
+from .targets import GaussianMixture, _as_float64, _check_positive, _weights_and_means
 
 __all__ = ["LowRankGaussianMixture", "image_like_mixture"]
 
@@ -70,26 +70,10 @@ class LowRankGaussianMixture(GaussianMixture):
 
     def __init__(self, weights, means, factors, diag, *, event_shape: Optional[Sequence[int]] = None,
                  dtype: torch.dtype = torch.float64, device=None):
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
-        if device is None:
-            device = means.device if isinstance(means, torch.Tensor) else torch.device("cpu")
-        device = torch.device(device)
-        w = _as_float64(weights, "weights", device)
-        mu = _as_float64(means, "means", device)
+        w, mu, device = _weights_and_means(weights, means, dtype, device)
+        k = w.shape[0]
         u = _as_float64(factors, "factors", device)
         a = _as_float64(diag, "diag", device)
-        if w.ndim != 1 or w.numel() == 0:
-            raise ValueError(f"weights must have shape [K] with K >= 1, got {tuple(w.shape)}")
-        k = w.shape[0]
-        check_finite(w, "weights")
-        if (w <= 0).any():
-            raise ValueError("weights must all be > 0")
-        if abs(w.sum().item() - 1.0) > 1e-10:
-            raise ValueError(f"weights must sum to 1 (within 1e-10), got sum {w.sum().item()!r}")
-        if mu.ndim != 2 or mu.shape[0] != k or mu.shape[1] == 0:
-            raise ValueError(f"means must have shape [K, d] = [{k}, d], got {tuple(mu.shape)}")
-        check_finite(mu, "means")
         d = mu.shape[1]
         if u.ndim != 3 or u.shape[0] != k or u.shape[1] != d or u.shape[2] == 0:
             raise ValueError(f"factors must have shape [K, d, r] = [{k}, {d}, r] with r >= 1, "

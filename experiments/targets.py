@@ -57,6 +57,31 @@ def _as_float64(value, name: str, device) -> torch.Tensor:
                         f"({exc})") from None
 
 
+def _weights_and_means(weights, means, dtype, device):
+    """Validated float64 ``(weights [K], means [K, d], device)`` of a mixture (shared by every
+    covariance form), after checking ``dtype``; ``device`` defaults to that of ``means``."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    if device is None:
+        device = means.device if isinstance(means, torch.Tensor) else torch.device("cpu")
+    device = torch.device(device)
+    w = _as_float64(weights, "weights", device)
+    mu = _as_float64(means, "means", device)
+    if w.ndim != 1 or w.numel() == 0:
+        raise ValueError(f"weights must have shape [K] with K >= 1, got {tuple(w.shape)}")
+    k = w.shape[0]
+    check_finite(w, "weights")
+    if (w <= 0).any():
+        raise ValueError("weights must all be > 0")
+    if abs(w.sum().item() - 1.0) > 1e-10:
+        raise ValueError(f"weights must sum to 1 (within 1e-10), got sum {w.sum().item()!r}")
+    if mu.ndim != 2 or mu.shape[0] != k or mu.shape[1] == 0:
+        raise ValueError(f"means must have shape [K, d] = [{k}, d] (for d = 1 use "
+                         f"means[:, None]), got {tuple(mu.shape)}")
+    check_finite(mu, "means")
+    return w, mu, device
+
+
 class GaussianMixture:
     """A Gaussian mixture ``sum_k w_k N(mu_k, C_k)`` on R^d with exact noised quantities.
 
@@ -89,28 +114,9 @@ class GaussianMixture:
     # ------------------------------------------------------------------ construction
     def __init__(self, weights, means, covs, *, dtype: torch.dtype = torch.float64,
                  device=None):
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
-        if device is None:
-            device = means.device if isinstance(means, torch.Tensor) else torch.device("cpu")
-        device = torch.device(device)
-
-        w = _as_float64(weights, "weights", device)
-        mu = _as_float64(means, "means", device)
+        w, mu, device = _weights_and_means(weights, means, dtype, device)
+        k, d = mu.shape
         c = _as_float64(covs, "covs", device)
-        if w.ndim != 1 or w.numel() == 0:
-            raise ValueError(f"weights must have shape [K] with K >= 1, got {tuple(w.shape)}")
-        k = w.shape[0]
-        check_finite(w, "weights")
-        if (w <= 0).any():
-            raise ValueError("weights must all be > 0")
-        if abs(w.sum().item() - 1.0) > 1e-10:
-            raise ValueError(f"weights must sum to 1 (within 1e-10), got sum {w.sum().item()!r}")
-        if mu.ndim != 2 or mu.shape[0] != k or mu.shape[1] == 0:
-            raise ValueError(f"means must have shape [K, d] = [{k}, d] (for d = 1 use "
-                             f"means[:, None]), got {tuple(mu.shape)}")
-        check_finite(mu, "means")
-        d = mu.shape[1]
         check_finite(c, "covs")
 
         if c.ndim == 3:
