@@ -159,3 +159,16 @@ def test_gain_verdict_rule_and_evaluation_count_row(first_run):
     sde = next(c for c in result.claims if c.statement.startswith("the accelerated SDE sampler "
                                                                   "improves"))
     assert sde.verdict in ("no separation", "reproduced", "pre-asymptotic", "not reproduced")
+
+
+def test_2d_exact_density_tv_agrees_with_pushforward(first_run):
+    """The 2-D quadrature TV (no Monte-Carlo noise) agrees with the push-forward estimate of the
+    same rows within 3 standard errors plus its own error estimate, and resolves the masses."""
+    _, result = first_run
+    rows = result.tables["crosscheck_2d"]
+    assert len(rows) == 4
+    for r in rows:
+        assert r["mass_error"] < 1e-3 and r["quadrature_error_estimate"] < 1e-2, r
+        assert r["within"], r
+    claim = next(c for c in result.claims if "exact-density TV" in c.statement)
+    assert claim.kind == "check" and claim.verdict == "passed"

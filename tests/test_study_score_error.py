@@ -32,7 +32,7 @@ def test_floor_exponent_is_measured(first_run):
 
 def test_claims_and_figures(first_run):
     out, result = first_run
-    assert len(result.claims) == len(SAMPLERS) + 3
+    assert len(result.claims) == len(SAMPLERS) + 4   # + the 2-D row
     assert all(c.measured and c.measured != "not measured" for c in result.claims)
     assert len(result.figures) == 2
     for fig in result.figures:
@@ -40,3 +40,16 @@ def test_claims_and_figures(first_run):
     ranking = result.tables["ranking"]
     assert {r["denoiser"] for r in ranking} == {"exact", "learned"}
     assert all(r["nfe"] <= 10 for r in ranking)
+
+
+def test_2d_exact_density_rows(first_run):
+    """The 2-D rows (DDIM-type, exact-density quadrature TV) exist for every eps, resolve their
+    masses, and the eps-part grows with eps."""
+    _, result = first_run
+    rows = result.tables["tv_2d"]
+    assert [r["eps"] for r in rows] == sorted(r["eps"] for r in rows) and rows[0]["eps"] == 0.0
+    assert all(r["mass_error"] < 1e-3 for r in rows)
+    parts = [r["eps_part"] for r in rows[1:]]
+    assert all(b > a for a, b in zip(parts, parts[1:])), parts
+    claim = next(c for c in result.claims if c.statement.startswith("d = 2:"))
+    assert claim.verdict in ("reproduced", "pre-asymptotic", "not reproduced")
