@@ -668,7 +668,20 @@ def _learned_run(spec, denoiser, x, sig, opts, *, generator, callback, progress,
     # AMED's coefficients are built per sample at run time: its per-step guard (linear_step's
     # output check) is always on and check_grid has nothing precomputed to check (both flags are
     # accepted for the common signature; the final denoise honours check_finite)
-    stepper, ends_zero = spec.build(sig, opts)
+    #
+    # Half precision (float16/bfloat16): the per-sample coefficients (phi-functions of h, the
+    # intermediate levels sqrt-interpolated between grid levels) under- and overflow there, so
+    # the intervals run in float32 — state, history and coefficients — while the denoiser still
+    # sees x's dtype; every state handed out (callback, result) is cast back to x's dtype.
+    work = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    model = denoiser
+    if work != x.dtype:
+        half = x.dtype
+
+        def model(z, s):
+            return denoiser(z.to(half), s.to(half) if isinstance(s, torch.Tensor) else s).to(work)
+
+    stepper, ends_zero = spec.build(sig.to(work), opts)
     if stepper.predictor is not None:
         _check_predictor_settings(stepper.predictor, stepper.base_name, stepper.afs,
                                   getattr(stepper, "order", None), stepper.sigmas.tolist(), x)
@@ -676,11 +689,19 @@ def _learned_run(spec, denoiser, x, sig, opts, *, generator, callback, progress,
     if m < 1:
         return steppers._final_denoise(denoiser, x, sig[0], callback, 0, check_finite)
     state = stepper.init_state()
+    out_dtype = x.dtype
+    y = x.to(work)
     with Progress(sig.numel() - 1, "sampling", enabled=progress) as bar:
         for n in range(m):
-            x, info = stepper.interval(denoiser, x, n, state)
-            steppers._report(callback, bar, n, x, sig, info["denoised"], r=info["r"],
-                             c=info["c"], a=info["a"], sigma_mid=info["sigma_mid"])
+            y, info = stepper.interval(model, y, n, state)
+            x = y if work == out_dtype else y.to(out_dtype)
+            if work != out_dtype and not bool(torch.isfinite(x).all()):
+                raise steppers.NonFiniteError(
+                    f"the AMED update at step {n} is not finite in {out_dtype} (sigma = "
+                    f"{float(sig[n + 1]):.6g}): the state outgrew the dtype's range")
+            steppers._report(callback, bar, n, x, sig, info["denoised"].to(out_dtype),
+                             r=info["r"], c=info["c"], a=info["a"],
+                             sigma_mid=info["sigma_mid"])
         if ends_zero:
             x = steppers._final_denoise(denoiser, x, sig[m], callback, m, check_finite)
             bar.update()
