@@ -69,6 +69,7 @@ import numpy as np
 import torch
 
 from samplerlab.solvers import SOLVERS, NFECounter, grids
+from samplerlab.theory.validation import check_tensor_like
 
 from .convergence import _cases
 from .io import atomic_write_bytes, write_csv
@@ -128,17 +129,9 @@ class checked_denoiser:  # noqa: N801  (a callable wrapper, used like a function
     def __call__(self, x: torch.Tensor, sigma):
         self.calls += 1
         out = self.denoiser(x, sigma)
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(f"the denoiser returned {type(out).__name__}, expected a "
-                            f"torch.Tensor ({self._location(sigma)})")
-        if out.shape != x.shape:
-            raise ValueError(f"the denoiser returned shape {tuple(out.shape)} for input shape "
-                             f"{tuple(x.shape)} ({self._location(sigma)})")
-        if out.dtype != x.dtype or out.device != x.device:
-            raise TypeError(f"the denoiser returned dtype {out.dtype} on {out.device} for input "
-                            f"dtype {x.dtype} on {x.device} ({self._location(sigma)}); cast "
-                            "inside the denoiser, e.g. denoiser_from_diffusers(..., "
-                            "model_dtype=torch.float32)")
+        check_tensor_like(out, x, "the denoiser", self._location(sigma),
+                          hint="; cast inside the denoiser, e.g. denoiser_from_diffusers(..., "
+                               "model_dtype=torch.float32)")
         if not bool(torch.isfinite(out).all()):
             raise FloatingPointError(f"the denoiser returned NaN or inf "
                                      f"({self._location(sigma)})")

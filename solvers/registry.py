@@ -35,6 +35,7 @@ import torch
 
 from ._checks import check_in_range, check_positive_int, check_same_device_dtype, check_sigmas
 from ._checks import check_finite as _require_finite, check_grid_conditioning
+from samplerlab.theory.validation import check_tensor_like
 from . import steppers
 
 __all__ = ["SolverSpec", "SOLVERS", "sample", "get_solver", "resolve_solver", "OptionRange",
@@ -224,15 +225,7 @@ register_family(Family(IMPLICIT, _precomputed(
 
 
 def _check_function_output(out, x, name):
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(f"sampler {name!r} (fn) returned {type(out).__name__}; expected a "
-                        f"torch.Tensor like x")
-    if out.shape != x.shape:
-        raise ValueError(f"sampler {name!r} (fn) returned shape {tuple(out.shape)}; expected "
-                         f"x's shape {tuple(x.shape)}")
-    if out.dtype != x.dtype or out.device != x.device:
-        raise TypeError(f"sampler {name!r} (fn) returned {out.dtype} on {out.device}; expected "
-                        f"x's {x.dtype} on {x.device}")
+    check_tensor_like(out, x, f"sampler {name!r} (fn)")
     if not bool(torch.isfinite(out).all()):
         raise ValueError(f"sampler {name!r} (fn) returned NaN or inf")
     return out

@@ -147,15 +147,22 @@ def _check_output(d: torch.Tensor, x: torch.Tensor, where: str, *, sigma=None,
                         f"device {x.device}")
     if check_finite and _nonfinite(d):
         if x_in is not None and _nonfinite(x_in):
-            raise NonFiniteError(f"the state passed to the denoiser at {where} holds NaN or "
-                                 f"inf: the update that produced it overflowed")
-        at = "" if sigma is None else f" (sigma = {_sigma_text(sigma)})"
-        raise NonFiniteError(f"denoiser returned NaN or inf at {where}{at}; samplerlab never "
-                             f"passes a non-finite model output on (check_finite=False skips "
-                             f"this check)")
+            raise _nonfinite_error("input", where, None)
+        raise _nonfinite_error("denoiser", where, sigma)
     if d.dtype != x.dtype:  # the dtype rule: states keep x's dtype
         d = d.to(x.dtype)
     return d
+
+
+def _nonfinite_error(kind: str, where: str, sigma) -> "NonFiniteError":
+    """The error for a non-finite model output (``kind`` 'denoiser') or for a non-finite state
+    handed to the denoiser (``kind`` 'input': the update that produced it overflowed)."""
+    if kind == "input":
+        return NonFiniteError(f"the state passed to the denoiser at {where} holds NaN or inf: "
+                              f"the update that produced it overflowed")
+    at = "" if sigma is None else f" (sigma = {_sigma_text(sigma)})"
+    return NonFiniteError(f"denoiser returned NaN or inf at {where}{at}; samplerlab never passes "
+                          f"a non-finite model output on (check_finite=False skips this check)")
 
 
 def _sigma_text(sigma) -> str:
@@ -189,13 +196,7 @@ def _check_update(x_new: torch.Tensor, where: str, x_coef, weights,
     if check_finite and _nonfinite(x_new):
         for kind, label, sigma, value in sources:
             if _nonfinite(value):
-                if kind == "input":
-                    raise NonFiniteError(f"the state passed to the denoiser at {label} holds "
-                                         f"NaN or inf: the update that produced it overflowed")
-                at = "" if sigma is None else f" (sigma = {_sigma_text(sigma)})"
-                raise NonFiniteError(f"denoiser returned NaN or inf at {label}{at}; samplerlab "
-                                     f"never passes a non-finite model output on "
-                                     f"(check_finite=False skips this check)")
+                raise _nonfinite_error(kind, label, sigma)
         raise NonFiniteError(f"the update at {where} is not finite (overflow of "
                                  f"{x_new.dtype}); its coefficients: {_coef_text(x_coef, weights)}")
     return x_new

@@ -233,3 +233,15 @@ def test_mixture_with_means_out_of_range_is_refused_naming_means():
         GaussianMixture([0.5, 0.5], [[1e160, 0.0], [-1e160, 1.0]], [1.0, 2.0])
     with pytest.raises(ValueError, match="means"):
         GaussianMixture([0.5, 0.5], [[1e16, 0.0], [-1e16, 1.0]], [1.0, 2.0], dtype=torch.float32)
+
+
+def test_check_tensor_like_names_what_and_where():
+    from samplerlab.theory.validation import check_tensor_like
+    x = torch.zeros(3, 2, dtype=torch.float64)
+    assert check_tensor_like(x.clone(), x, "f") is not None
+    with pytest.raises(TypeError, match=r"f returned list, expected a torch.Tensor like x \(at 1\)"):
+        check_tensor_like([0.0], x, "f", "at 1")
+    with pytest.raises(ValueError, match=r"f returned shape \(3,\), expected x's shape \(3, 2\)"):
+        check_tensor_like(torch.zeros(3, dtype=torch.float64), x, "f")
+    with pytest.raises(TypeError, match="f returned torch.float32 on cpu; its dtype torch.float32"):
+        check_tensor_like(x.float(), x, "f", hint="; cast it")

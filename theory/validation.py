@@ -21,6 +21,7 @@ __all__ = [
     "as_sigma_tensor",
     "check_noise_level",
     "as_float64_vector",
+    "check_tensor_like",
 ]
 
 
@@ -145,3 +146,23 @@ def as_float64_vector(value, name: str, what: str = "numbers") -> np.ndarray:
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} must be finite")
     return arr
+
+
+def check_tensor_like(value, like: torch.Tensor, what: str, where: str = "", hint: str = ""):
+    """``value`` if it is a tensor with ``like``'s shape, dtype and device; otherwise
+    ``TypeError`` (not a tensor; other dtype/device) or ``ValueError`` (other shape) naming
+    ``what`` returned it, and ``where`` (appended in parentheses) and ``hint`` when given.
+    Used for every callable whose output must look like x (a user's sampler function, a model
+    under verification)."""
+    at = f" ({where})" if where else ""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{what} returned {type(value).__name__}, expected a torch.Tensor like "
+                        f"x{at}")
+    if value.shape != like.shape:
+        raise ValueError(f"{what} returned shape {tuple(value.shape)}, expected x's shape "
+                         f"{tuple(like.shape)}{at}")
+    if value.dtype != like.dtype or value.device != like.device:
+        raise TypeError(f"{what} returned {value.dtype} on {value.device}; its dtype "
+                        f"{value.dtype} and device must be x's: {like.dtype} on "
+                        f"{like.device}{at}{hint}")
+    return value
