@@ -47,7 +47,8 @@ def run_case(name, opts, final_zero):
 
 
 def record():
-    data = {}
+    data = {"__platform__": f"torch {torch.__version__}, cpu "
+                            f"{torch.backends.cpu.get_cpu_capability()}"}
     for label, name, opts in cases():
         for final_zero in (False, True):
             out = run_case(name, opts, final_zero)

@@ -34,15 +34,25 @@ def test_agrees_with_dense_form(d, r, k):
     x = 3.0 * torch.randn(40, d, generator=g, dtype=F64)
     levels = [1e-3, 0.1, 1.0, 80.0, torch.rand(40, generator=g, dtype=F64) * 5 + 1e-2]
     for s in levels:
-        for name in ("denoiser", "score", "log_prob"):
-            got, want = getattr(lr, name)(x, s), getattr(dense, name)(x, s)
-            scale = want.abs().max()
-            assert ((got - want).abs().max() / scale).item() < 1e-12, (name, s)
         # responsibilities are exp of log-joints of size ~d/sigma^2: their round-off is
         # eps * |log joint|, ~1e-12 at d = 512, sigma = 0.1, in either evaluation
         lj = dense.log_prob(x, s).abs().max().item()
         got, want = lr.responsibilities(x, s), dense.responsibilities(x, s)
-        assert (got - want).abs().max().item() < 1e-14 * max(lj, 1.0), s
+        dr = (got - want).abs().max().item()
+        assert dr < 1e-14 * max(lj, 1.0), s
+        # denoiser and score mix per-component terms with those responsibilities, so their
+        # difference is 1e-12 relative plus what the responsibilities' round-off carries: at
+        # sigma = 0.1 (mixed responsibilities, |log joint| ~ 1.4e4) 1.8e-12 relative with one
+        # thread on an AVX2 CPU, 2.2e-13 with two (measured 2026-12-03)
+        for name in ("denoiser", "score", "log_prob"):
+            got, want = getattr(lr, name)(x, s), getattr(dense, name)(x, s)
+            scale = want.abs().max().item()
+            carried = 0.0
+            if name != "log_prob":   # |sum_k dr_k t_k| <= K dr max_k |t_k|, t_k ~ |want| + |x|/s^2
+                sig = s if isinstance(s, float) else s.min().item()
+                spread = scale + x.abs().max().item() / (sig * sig if name == "score" else 1.0)
+                carried = k * dr * spread
+            assert (got - want).abs().max().item() < 1e-12 * scale + carried, (name, s)
     assert torch.equal(lr.denoiser(x, 0.0), x)
 
 

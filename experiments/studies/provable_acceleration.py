@@ -96,7 +96,8 @@ import torch  # noqa: E402
 from scipy.interpolate import CubicSpline  # noqa: E402
 
 from samplerlab.experiments.io import save_figure  # noqa: E402
-from samplerlab.experiments.metrics import (half_l1_1d, log_density_pushforward,  # noqa: E402
+from samplerlab.experiments.metrics import (ChainStep, half_l1_1d,  # noqa: E402
+                                            log_density_pushforward, tv_chain_density_2d,
                                             tv_density_2d_deterministic, tv_pushforward)
 from samplerlab.experiments.order import OrderEstimationError, estimate_order  # noqa: E402
 from samplerlab.experiments.reference import solve_pf_ode  # noqa: E402
@@ -110,7 +111,7 @@ from .base import (Claim, Context, StudyResult, check_verdict, fraction_verdict,
 from samplerlab.experiments.plotting import slope_triangle  # noqa: E402
 
 __all__ = ["run_provable_acceleration", "study_settings", "schedule_grid", "chain_coefficients",
-           "chain_step_map_1d", "propagate_chain_density_1d", "tv_chain_1d",
+           "chain_step_map", "chain_step_map_1d", "chain_steps_2d", "propagate_chain_density_1d", "tv_chain_1d",
            "tv_deterministic_1d", "half_l1_nodes", "rate_verdict", "SCHEDULES",
            "ODE_SAMPLERS", "SDE_SAMPLERS", "target_1d", "target_2d"]
 
@@ -188,41 +189,78 @@ def chain_coefficients(name: str, sigmas) -> StepCoefficients:
     return spec.build(grid, spec.options())
 
 
-def chain_step_map_1d(target: GaussianMixture, coeffs: StepCoefficients, n: int,
-                      x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The deterministic part ``m`` of step ``n`` and its exact derivative, in 1-D.
+def chain_step_map(model, coeffs: StepCoefficients, n: int,
+                   x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The deterministic part ``m`` of step ``n`` and its exact Jacobian, in any dimension d.
 
     With ``X_j = stage_x[j] x + sum_{k<j} stage_w[j,k] D_k``, ``D_k = D(X_k, stage_sigma[k])``::
 
-        m(x)  = out_x x + sum_k out_w[k] D_k,
-        m'(x) = out_x + sum_k out_w[k] D'(X_k) X_k',
-        X_j'  = stage_x[j] + sum_{k<j} stage_w[j,k] D'(X_k) X_k'
+        m(x)   = out_x x + sum_k out_w[k] D_k,
+        Dm(x)  = out_x I + sum_k out_w[k] J_D(X_k) DX_k,
+        DX_j   = stage_x[j] I + sum_{k<j} stage_w[j,k] J_D(X_k) DX_k
 
-    (``x`` is the state after the pre-noise; the post-noise is added after ``m``). ``x``: [G]
-    tensor with the target's dtype/device; returns two [G] tensors.
+    (``x`` is the state after the pre-noise; the post-noise is added after ``m``). ``model``:
+    anything with ``denoiser(x, sigma)`` and ``denoiser_jacobian(x, sigma) -> [G, d, d]`` (a
+    GaussianMixture, or a wrapper with an autograd Jacobian); ``x``: [G, d] tensor with the
+    model's dtype/device; returns ``m [G, d]`` and ``Dm [G, d, d]``.
     """
-    if target.dim != 1:
-        raise ValueError(f"chain_step_map_1d needs a 1-D target, got d = {target.dim}")
     if not 0 <= n < coeffs.steps:
         raise ValueError(f"n must be in [0, {coeffs.steps}), got {n}")
-    xt = x.reshape(-1, 1)
+    g, d = x.shape
+    eye = torch.eye(d, dtype=x.dtype, device=x.device).expand(g, d, d)
     ds: List[torch.Tensor] = []
     dds: List[torch.Tensor] = []
     for j in range(coeffs.stages):
-        stage = coeffs.stage_x[n, j] * xt
-        dstage = torch.full_like(xt, coeffs.stage_x[n, j])
+        stage = coeffs.stage_x[n, j] * x
+        dstage = coeffs.stage_x[n, j] * eye
         for k in range(j):
             stage = stage + coeffs.stage_w[n, j, k] * ds[k]
             dstage = dstage + coeffs.stage_w[n, j, k] * dds[k]
         sig = torch.tensor(coeffs.stage_sigma[n, j], dtype=x.dtype, device=x.device)
-        ds.append(target.denoiser(stage, sig))
-        dds.append(target.denoiser_jacobian(stage, sig)[:, 0, :] * dstage)
-    m = coeffs.out_x[n] * xt
-    dm = torch.full_like(xt, coeffs.out_x[n])
+        ds.append(model.denoiser(stage, sig))
+        dds.append(model.denoiser_jacobian(stage, sig) @ dstage)
+    m = coeffs.out_x[n] * x
+    dm = coeffs.out_x[n] * eye
     for k in range(coeffs.stages):
         m = m + coeffs.out_w[n, k] * ds[k]
         dm = dm + coeffs.out_w[n, k] * dds[k]
+    return m, dm
+
+
+def chain_step_map_1d(target: GaussianMixture, coeffs: StepCoefficients, n: int,
+                      x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`chain_step_map` of a 1-D target at the nodes ``x`` [G]: two [G] tensors ``m``,
+    ``m'``."""
+    if target.dim != 1:
+        raise ValueError(f"chain_step_map_1d needs a 1-D target, got d = {target.dim}")
+    m, dm = chain_step_map(target, coeffs, n, x.reshape(-1, 1))
     return m.reshape(-1), dm.reshape(-1)
+
+
+def chain_steps_2d(model, coeffs: StepCoefficients, sigmas, *,
+                   width: float = 8.0) -> List[ChainStep]:
+    """The steps of a linear-step chain as :class:`metrics.ChainStep` (pre-noise, the map
+    :func:`chain_step_map` of ``model``, post-noise) for :func:`metrics.tv_chain_density_2d`;
+    each map lands on the box of +-``width`` standard deviations of the exact marginal of
+    ``model`` at the step's new level ``sigmas[n + 1]`` (:func:`_box_2d`)."""
+    sig = sigmas.detach().cpu().double().numpy() if isinstance(sigmas, torch.Tensor) \
+        else np.asarray(sigmas, dtype=np.float64)
+    if sig.size != coeffs.steps + 1:
+        raise ValueError(f"sigmas has {sig.size} levels but the coefficients cover "
+                         f"{coeffs.steps} steps")
+    return [ChainStep(step_map=lambda x, n=n: chain_step_map(model, coeffs, n, x),
+                      pre=float(coeffs.pre_noise[n]), post=float(coeffs.post_noise[n]),
+                      box=_box_2d(model, float(sig[n + 1]), width))
+            for n in range(coeffs.steps)]
+
+
+def _box_2d(target, sigma: float, width: float):
+    """Per axis [min_k mu_k - width sd_k, max_k mu_k + width sd_k] of the marginal at ``sigma``."""
+    mu = target.means.double().cpu().numpy()
+    var = np.diagonal(target.covariance_matrices().double().cpu().numpy(), axis1=1, axis2=2)
+    sd = np.sqrt(var + sigma ** 2)
+    lo, hi = (mu - width * sd).min(axis=0), (mu + width * sd).max(axis=0)
+    return ((float(lo[0]), float(hi[0])), (float(lo[1]), float(hi[1])))
 
 
 def _span(target: GaussianMixture, sigma: float, width: float = WIDTH) -> Tuple[float, float]:
