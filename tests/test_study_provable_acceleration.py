@@ -172,3 +172,21 @@ def test_2d_exact_density_tv_agrees_with_pushforward(first_run):
         assert r["within"], r
     claim = next(c for c in result.claims if "exact-density TV" in c.statement)
     assert claim.kind == "check" and claim.verdict == "passed"
+
+
+def test_2d_stochastic_rows_by_density_propagation(first_run):
+    """The stochastic samplers' 2-D rows come from metrics.tv_chain_density_2d (mass conserved,
+    small error estimates), agree with the registry sampler's own outputs, and are fitted."""
+    _, result = first_run
+    rows = [r for r in result.tables["tv_2d"] if r["sampler"] in ("li_ddpm", "li_accel_sde")]
+    assert {r["T"] for r in rows} == {25, 50, 100}
+    for r in rows:
+        assert r["method"] == "2-D density propagation"
+        assert r["mass_error"] < 1e-4 and r["error_estimate"] < 1e-3 * max(r["tv"], 1e-3), r
+    checks = result.tables["crosscheck_2d_sde"]
+    assert len(checks) == 2 and all(r["within"] for r in checks), checks
+    for name in ("li_ddpm", "li_accel_sde"):
+        slope = _slope(result, "log-SNR uniform", name, d=2)
+        assert slope["order"] is not None and 0.5 < slope["order"] < 1.5, slope
+    claim = next(c for c in result.claims if c.statement.startswith("in d = 2 the accelerated SDE"))
+    assert claim.kind == "claim" and "DDPM-type" in claim.measured
