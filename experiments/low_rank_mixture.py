@@ -27,7 +27,9 @@ under ``B_k^{-1}`` (``M_k``, ``W_k^T (mu_k - c)``, ``(mu_k - c)^T B_k^{-1} (mu_k
 ``mu_k`` (``y_k = x_c - (mu_k - c)`` is unchanged). Per batch:
 
 * one GEMM ``x_c @ Z`` gives ``x_c^T B_k^{-1} (mu_k - c)`` and ``W_k^T x_c``, hence
-  ``t_k = W_k^T x_c - W_k^T (mu_k - c)``;
+  ``t_k = W_k^T x_c - W_k^T (mu_k - c)``; with ``L_k^{-1}`` (the inverse Cholesky factor of
+  ``M_k``, cached) ``q_k = L_k^{-1} t_k``, ``t^T w = |q_k|^2`` and ``w_k = L_k^{-T} q_k`` are two
+  batched ``[n, r] x [r, r]`` products (faster than triangular solves on small matrices);
 * ``y^T B^{-1} y = x_c^T B_k^{-1} x_c - 2 x_c^T B_k^{-1} (mu_k - c) + (mu_k - c)^T B_k^{-1}
   (mu_k - c)``, the first term one ``[n, d] x [d, K]`` product of ``x_c * x_c`` (a row norm
   times ``b_k`` when ``a_k`` is constant along d);
@@ -78,7 +80,7 @@ class _Level(NamedTuple):
     rho: torch.Tensor      # a / (a + sigma^2), same shape as b
     mat: torch.Tensor      # [d, K (1 + r)]: Z = B^-1 [mu - c | U] ([mu - c | U] if scale is set)
     scale: Optional[torch.Tensor]   # [K] b_k when the diagonal is constant, else None
-    chol: torch.Tensor     # [K, r, r] Cholesky factor of M = I + U^T B^-1 U
+    linv: torch.Tensor     # [K, r, r] L^-1, L the Cholesky factor of M = I + U^T B^-1 U
     wmu: torch.Tensor      # [K, r] W^T (mu - c)
     mbm: torch.Tensor      # [K] (mu - c)^T B^-1 (mu - c)
     const: torch.Tensor    # [K] log w - (log det V + d log 2 pi) / 2
@@ -267,7 +269,8 @@ class LowRankGaussianMixture(GaussianMixture):
         stacked as ``[d, K (1 + r)]`` (general diagonal; for a constant diagonal ``Z`` is the
         fixed ``[mu - c | U]`` and the scalar ``b_k`` multiplies the coefficients instead); the
         Gram blocks ``[mu - c | U]^T B^{-1} [mu - c | U]`` give ``M = I + U^T B^{-1} U``
-        (Cholesky), ``W^T (mu - c)`` and ``(mu - c)^T B^{-1} (mu - c)``; ``rho = a / (a + s2)``;
+        (``L^{-1}`` of its Cholesky factor ``L``), ``W^T (mu - c)`` and ``(mu - c)^T B^{-1}
+        (mu - c)``; ``rho = a / (a + s2)``;
         the x-free part of the log-joint ``log w - (log det V + d log 2 pi) / 2``."""
         key = float(s2)
         hit = self._cache.get(key)
@@ -290,8 +293,9 @@ class LowRankGaussianMixture(GaussianMixture):
             logdet_b = torch.log(v).sum(-1)
             rho = self._diag * b
         chol = torch.linalg.cholesky(self._eye_r + gram[:, 1:, 1:])
+        linv = torch.linalg.solve_triangular(chol, self._eye_r.expand_as(chol), upper=False)
         logdet = logdet_b + 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
-        level = _Level(b=b, rho=rho, mat=mat, scale=scale, chol=chol,
+        level = _Level(b=b, rho=rho, mat=mat, scale=scale, linv=linv,
                        wmu=gram[:, 1:, 0].contiguous(), mbm=gram[:, 0, 0].contiguous(),
                        const=self._log_weights - 0.5 * logdet - 0.5 * d * self._log_2pi)
         if len(self._cache) > 64:   # grids revisit a few dozen levels; keep memory bounded
@@ -313,9 +317,10 @@ class LowRankGaussianMixture(GaussianMixture):
             else:
                 p = p * lv.scale[:, None]
                 qx = torch.linalg.vector_norm(xc, dim=1).square()[:, None] * lv.b
-            t = p[:, :, 1:] - lv.wmu                                        # W_k^T (x - mu_k)
-            w = torch.cholesky_solve(t.permute(1, 2, 0), lv.chol).permute(2, 0, 1)   # [n, K, r]
-            quad = qx - 2.0 * p[:, :, 0] + lv.mbm - (t * w).sum(-1)         # y^T V^-1 y
+            t = (p[:, :, 1:] - lv.wmu).transpose(0, 1)                      # [K, n, r] W_k^T y_k
+            q = torch.bmm(t, lv.linv.mT)                                    # rows of L^-1 t
+            w = torch.bmm(q, lv.linv).transpose(0, 1)                       # [n, K, r] L^-T L^-1 t
+            quad = qx - 2.0 * p[:, :, 0] + lv.mbm - (q * q).sum(-1).T       # y^T V^-1 y
             lj = lv.const - 0.5 * quad
             return torch.softmax(lj, dim=1), w, (lv, xc), lj
         # one noise level per sample: per-sample capacitance matrices
