@@ -78,7 +78,7 @@ class _Level(NamedTuple):
     """Per-noise-level tensors of :meth:`LowRankGaussianMixture._level`."""
     b: torch.Tensor        # diagonal of B^-1 = 1 / (a + sigma^2): [K, d], or [K] if constant
     rho: torch.Tensor      # a / (a + sigma^2), same shape as b
-    mat: torch.Tensor      # [d, K (1 + r)]: Z = B^-1 [mu - c | U] ([mu - c | U] if scale is set)
+    mat: torch.Tensor      # [K (1 + r), d]: Z^T, Z = B^-1 [mu - c | U] ([mu - c | U] if scale set)
     scale: Optional[torch.Tensor]   # [K] b_k when the diagonal is constant, else None
     linv: torch.Tensor     # [K, r, r] L^-1, L the Cholesky factor of M = I + U^T B^-1 U
     wmu: torch.Tensor      # [K, r] W^T (mu - c)
@@ -152,13 +152,13 @@ class LowRankGaussianMixture(GaussianMixture):
         f64 = dict(dtype=torch.float64, device=device)
         mu64 = mu.to(**f64)
         centre = w.to(**f64) @ mu64
-        ext = torch.cat([(mu64 - centre)[:, :, None], u.to(**f64)], dim=2)   # [K, d, 1+r]
+        ext = torch.cat([(mu64 - centre)[:, None, :], u.to(**f64).transpose(1, 2)], dim=1)
         self._centre = centre.to(**cast)                                   # [d]
-        self._ext = ext.permute(1, 0, 2).contiguous().to(**cast)           # [d, K, 1+r]
+        self._ext = ext.to(**cast)                                         # [K, 1+r, d]
         a64 = a.to(**f64)
         iso = bool((a64 == a64[:, :1]).all())
         self._iso_diag = a64[:, 0].to(**cast) if iso else None             # [K] or None
-        self._gram0 = (ext.transpose(-1, -2) @ ext).to(**cast) if iso else None   # [K, 1+r, 1+r]
+        self._gram0 = (ext @ ext.transpose(1, 2)).to(**cast) if iso else None     # [K, 1+r, 1+r]
         self._dense = None
         self._cache = {}                                                   # sigma -> per-level tensors
 
@@ -281,15 +281,15 @@ class LowRankGaussianMixture(GaussianMixture):
             v = self._iso_diag + s2                                         # [K]
             b = 1.0 / v
             gram = self._gram0 * b[:, None, None]                           # [K, 1+r, 1+r]
-            mat, scale = self._ext.view(d, k * (r + 1)), b
+            mat, scale = self._ext.view(k * (r + 1), d), b
             logdet_b = d * torch.log(v)
             rho = self._iso_diag * b
         else:
             v = self._diag + s2                                             # [K, d]
             b = 1.0 / v
-            z = self._ext * b.T[:, :, None]                                 # [d, K, 1+r]
-            gram = torch.bmm(self._ext.permute(1, 2, 0), z.permute(1, 0, 2))
-            mat, scale = z.view(d, k * (r + 1)), None
+            z = self._ext * b[:, None, :]                                   # [K, 1+r, d]
+            gram = torch.bmm(self._ext, z.transpose(1, 2))
+            mat, scale = z.view(k * (r + 1), d), None
             logdet_b = torch.log(v).sum(-1)
             rho = self._diag * b
         chol = torch.linalg.cholesky(self._eye_r + gram[:, 1:, 1:])
@@ -311,7 +311,7 @@ class LowRankGaussianMixture(GaussianMixture):
         if s.numel() == 1:
             lv = self._level(float(s.reshape(()).item()) ** 2)
             xc = x2 - self._centre                                          # x - c
-            p = (xc @ lv.mat).view(n, k, rk + 1)   # [(mu_k - c)^T B_k^-1 xc | W_k^T xc] (/ b_k)
+            p = (xc @ lv.mat.T).view(n, k, rk + 1)   # [(mu_k - c)^T B_k^-1 xc | W_k^T xc] (/ b_k)
             if lv.scale is None:
                 qx = (xc * xc) @ lv.b.T                                     # xc^T B_k^-1 xc
             else:
@@ -369,7 +369,7 @@ class LowRankGaussianMixture(GaussianMixture):
             lv, xc = extra
             rb = r @ lv.b                                                   # [n] or [n, d]
             out = xc * (rb if lv.scale is None else rb[:, None])
-            return out.addmm_(self._coefficients(r, w, lv), lv.mat.T, beta=-1.0).reshape(shape)
+            return out.addmm_(self._coefficients(r, w, lv), lv.mat, beta=-1.0).reshape(shape)
         v, y, b = extra
         g = (r[:, :, None] * b * y).sum(1) - self._mixed_uw(r, w, b, n, d)
         return (-g).reshape(shape)
@@ -386,7 +386,7 @@ class LowRankGaussianMixture(GaussianMixture):
             r, w, (lv, xc), _ = self._terms(x2, s)
             rr = r @ lv.rho                                                 # [n] or [n, d]
             out = torch.addcmul(self._centre, xc, rr if lv.scale is None else rr[:, None])
-            return out.addmm_(self._coefficients(r, w, lv), lv.mat.T, alpha=s2).reshape(shape)
+            return out.addmm_(self._coefficients(r, w, lv), lv.mat, alpha=s2).reshape(shape)
         r, w, (v, y, b), _ = self._terms(x2, s)
         n, d = x2.shape
         rho = self._diag[None] * b
