@@ -48,8 +48,8 @@ float64 evaluation that forms ``y_k`` (d = 512, K = 3, means ``1e3 + N(0, 1.5^2)
 the mixture): log-density error ``~1e-14`` relative (``~1e-9`` expanded around 0); in float32
 (image-like, d = 768, means offset by 100, sigma = 0.002) ``~3e-5`` (0.4 around 0). What is left
 is means far apart relative to the component scales (``|mu_j - mu_k| ~ 1e3 sqrt(d)``, variances
-~1): x next to one mean has ``|x_c| >> |y_k|`` for every centre, and the log-density there is
-good to ``~1e-8`` relative in float64 (as it was before centring); denoiser, score and
+~1): x next to one mean has ``|x_c| >> |y_k|`` for any fixed centre, and the log-density there is
+good to ``~1e-8`` relative in float64 (measured, d = 512); denoiser, score and
 responsibilities stay at round-off, since the responsibilities saturate where the loss occurs.
 
 One noise level per sample (``sigma`` of shape ``[n]``) uses per-sample capacitance matrices and
