@@ -341,9 +341,9 @@ class LowRankGaussianMixture(GaussianMixture):
     def _coefficients(r, w, lv) -> torch.Tensor:
         """``[r_k | r_k w_k]`` as ``[n, K (1 + r)]``, the left factor of ``(...) @ Z^T`` (times
         ``b_k`` when the diagonal is constant, where ``Z`` carries no ``b``)."""
-        n = r.shape[0]
+        n, k, rk = w.shape
         rs = r if lv.scale is None else r * lv.scale
-        return torch.cat([rs[:, :, None], rs[:, :, None] * w], dim=2).view(n, -1)
+        return torch.cat([rs[:, :, None], rs[:, :, None] * w], dim=2).view(n, k * (rk + 1))
 
     def _mixed_uw(self, r, w, s2_b_or_b, n, d):
         """``sum_k r_k c_k * (U_k w_k)`` for per-sample ``c`` [n, K, d]."""

@@ -44,6 +44,11 @@ def test_agrees_with_dense_form(d, r, k):
         got, want = lr.responsibilities(x, s), dense.responsibilities(x, s)
         assert (got - want).abs().max().item() < 1e-14 * max(lj, 1.0), s
     assert torch.equal(lr.denoiser(x, 0.0), x)
+    empty = x[:0]
+    for s in (0.5, torch.zeros(0, dtype=F64) + 0.5):
+        for name in ("denoiser", "score"):
+            assert getattr(lr, name)(empty, s).shape == (0, d), (name, s)
+        assert lr.log_prob(empty, s).shape == (0,)
 
 
 def test_isotropic_diag_and_marginal():
