@@ -397,6 +397,7 @@ def run_bench(*, quick: bool = False, out=None, threads: int = 2, samplers=None,
     ``samplers``: names from ``SOLVERS`` (default: all but ``fv_ideal``). Returns the rows of
     each section. Restores torch's thread count afterwards.
     """
+    from samplerlab.experiments.devices import check_device
     from samplerlab.experiments.io import write_csv, write_json
     from samplerlab.solvers import SOLVERS, get_solver
 
@@ -414,11 +415,7 @@ def run_bench(*, quick: bool = False, out=None, threads: int = 2, samplers=None,
     unknown = [s for s in sections if s not in ("overhead", "throughput", "reference")]
     if unknown:
         raise ValueError(f"sections: unknown {unknown}; known: overhead, throughput, reference")
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' requested but torch.cuda.is_available() is False")
-    dev = torch.device(device)
+    dev = torch.device(check_device(device))
     if samplers is None:
         samplers = [s for s in SOLVERS if s not in SKIPPED]
     else:
@@ -485,7 +482,9 @@ def run_bench(*, quick: bool = False, out=None, threads: int = 2, samplers=None,
 
 
 def _cmd_bench(args) -> int:
+    from samplerlab.experiments.devices import check_device
     try:
+        check_device(args.device, "--device")
         run_bench(quick=args.quick, out=args.out, threads=args.threads, samplers=args.samplers,
                   dtypes=tuple(args.dtype), sections=tuple(args.sections), device=args.device,
                   seed=args.seed, with_diffusers=not args.no_diffusers)

@@ -51,6 +51,7 @@ from samplerlab.theory.exp_rk import EXP_RK_TABLEAUX, ExpRKTableau, Parametrised
     TableauAnalysis, analyse_tableau, get_tableau
 
 from .convergence import defect_sweep, starting_points
+from .devices import check_device
 from .order import OrderEstimationError, estimate_order
 from .reference import solve_pf_ode
 from .targets import GaussianMixture
@@ -88,10 +89,10 @@ class CheckSettings:
                    nfe_budgets=(4, 6, 8, 10, 12, 16, 20), tv_steps=(4, 8, 16, 32))
 
 
-def _targets() -> Dict[str, GaussianMixture]:
-    return {"two_mode_1d": GaussianMixture.two_mode_1d(),
-            "ring_2d": GaussianMixture.ring_2d(),
-            "aniso_64d": GaussianMixture.random_anisotropic(64, 4, seed=0)}
+def _targets(device: str = "cpu") -> Dict[str, GaussianMixture]:
+    return {"two_mode_1d": GaussianMixture.two_mode_1d(device=device),
+            "ring_2d": GaussianMixture.ring_2d(device=device),
+            "aniso_64d": GaussianMixture.random_anisotropic(64, 4, seed=0, device=device)}
 
 
 def as_solver_spec(sampler) -> SolverSpec:
@@ -144,6 +145,7 @@ class CheckReport:
     tv: Optional[dict]
     verdicts: List[str]
     quick: bool
+    device: str = "cpu"
 
     # -- tidy numbers ------------------------------------------------------------------------
     def rows(self) -> List[dict]:
@@ -170,7 +172,8 @@ class CheckReport:
     def lines(self) -> List[str]:
         L = [f"# Order card: {self.name}", "",
              f"family {self.family}; stochastic: {self.stochastic}; options: "
-             f"{self.options or 'defaults'}{'; --quick sizes' if self.quick else ''}", "",
+             f"{self.options or 'defaults'}{'; --quick sizes' if self.quick else ''}"
+             f"{'' if self.device == 'cpu' else f'; device {self.device}'}", "",
              f"* declared order: {_fmt_order(self.declared)}"]
         if self.symbolic is not None:
             a = self.symbolic
@@ -261,7 +264,7 @@ def _agrees(est: dict, claim: float) -> bool:
 def _nfe_per_step(spec, options, target) -> Tuple[Optional[float], Optional[bool]]:
     counts, ok = [], True
     for m in (4, 8):
-        sig = grids.karras(m, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX)
+        sig = grids.karras(m, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, device=target.device)
         x = starting_points(target, 2, SIGMA_MAX, 0)
         counted = NFECounter(target.denoiser)
         spec(counted, x, sig, generator=0, **options)
@@ -285,7 +288,7 @@ def _comparisons(spec, per_step, against):
 
 def check(sampler, *, against: Optional[Sequence[str]] = None, quick: bool = False,
           seed: int = 0, progress: bool = False, out=None, threads: Optional[int] = 1,
-          **options) -> CheckReport:
+          device: str = "cpu", **options) -> CheckReport:
     """The order card of ``sampler`` (module docstring) with sampler ``options``.
 
     ``sampler``: a registered name, a :class:`SolverSpec`, an ``ExpRKTableau`` or a plain callable
@@ -293,26 +296,29 @@ def check(sampler, *, against: Optional[Sequence[str]] = None, quick: bool = Fal
     built-ins with the same NFE per step). ``out``: if given, the card is written there.
     ``threads``: torch intra-op threads during the check, restored afterwards (default 1: the
     tensors are tiny; on a loaded 2-core machine 2 threads made the default check 20x slower,
-    benchmarks/check_speed.py); None leaves torch's setting alone.
+    benchmarks/check_speed.py); None leaves torch's setting alone. ``device``: ``"cpu"`` or
+    ``"cuda"``, where the targets, grids, samples and references live (the numbers agree to
+    round-off; ``ValueError`` naming ``device`` for any other value or CUDA missing here).
     """
+    check_device(device)
     if threads is None:
-        return _check(sampler, against, quick, seed, progress, out, options)
+        return _check(sampler, against, quick, seed, progress, out, options, device)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be an integer >= 1 or None, got {threads!r}")
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _check(sampler, against, quick, seed, progress, out, options)
+        return _check(sampler, against, quick, seed, progress, out, options, device)
     finally:
         torch.set_num_threads(before)
 
 
-def _check(sampler, against, quick, seed, progress, out, options) -> CheckReport:
+def _check(sampler, against, quick, seed, progress, out, options, device) -> CheckReport:
     spec = as_solver_spec(sampler)
     opts = dict(options)
     spec.options(**opts)  # validate now (names, ranges)
     cfg = CheckSettings.make(bool(quick))
-    targets = _targets()
+    targets = _targets(device)
     declared = spec.order_for(**opts)
     symbolic = _symbolic(spec, opts)
     theory = ""
@@ -337,7 +343,8 @@ def _check(sampler, against, quick, seed, progress, out, options) -> CheckReport
             target = targets[tname]
             make = _GRIDS[gname]
             rows = defect_sweep(target, [(spec.name, spec, opts)], list(cfg.steps),
-                                lambda m: make(m, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX),
+                                lambda m: make(m, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX,
+                                               device=device),
                                 n=cfg.n, seed=seed)
             orders.append(_fit_row(tname, gname, rows))
             bar.update()
@@ -354,7 +361,8 @@ def _check(sampler, against, quick, seed, progress, out, options) -> CheckReport
     report = CheckReport(name=spec.name, family=spec.family, stochastic=spec.stochastic,
                          declared=declared, options=opts, symbolic=symbolic, theory=theory,
                          nfe_per_step=per_step, nfe_declared_ok=nfe_ok, orders=orders,
-                         defects=defects, tv=tv, verdicts=[], quick=bool(quick))
+                         defects=defects, tv=tv, verdicts=[], quick=bool(quick),
+                         device=device)
     report.verdicts = _verdicts(report)
     if out is not None:
         report.write(out)
@@ -398,7 +406,8 @@ def _defect_rows(spec, opts, comps, per_step, cfg, target, seed) -> List[dict]:
         if not steps:
             continue
         rows = defect_sweep(target, [(label, s, o)], steps,
-                            lambda m: grids.karras(m, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX),
+                            lambda m: grids.karras(m, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX,
+                                                   device=target.device),
                             n=cfg.n, seed=seed, x_start=x, x_ref=ref)
         out += [{"sampler": label, "nfe": r["nfe"], "steps": r["steps"],
                  "defect_median": r["defect_median"]} for r in rows]
@@ -409,11 +418,12 @@ def _tv_slope(spec, opts, target, cfg) -> dict:
     from .metrics import tv_density_1d_deterministic
     values, steps, skipped = [], [], []
     for m in cfg.tv_steps:
-        sig = grids.karras(m, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX)
+        sig = grids.karras(m, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, device=target.device)
         s0, s1 = float(sig[0]), float(sig[-1])
         base = target.marginal(s0)
         half = float(base.means.abs().max()) + 8.0 * math.sqrt(float(base.eigenvalues.max()))
-        edges = torch.linspace(-half, half, cfg.tv_panels + 1, dtype=torch.float64)
+        edges = torch.linspace(-half, half, cfg.tv_panels + 1, dtype=torch.float64,
+                               device=target.device)
         try:
             res = tv_density_1d_deterministic(lambda z: spec(target.denoiser, z, sig, **opts),
                                               lambda z: target.log_prob(z, s0),
@@ -531,8 +541,10 @@ def main_check(args) -> int:
     try:
         sampler = load_sampler(args.sampler)
         against = [a for a in args.against.split(",") if a] if args.against else None
+        device = check_device(getattr(args, "device", "cpu"), "--device")
         report = check(sampler, against=against, quick=args.quick, seed=args.seed,
-                       progress=not args.no_progress, threads=None)  # the CLI's --threads
+                       progress=not args.no_progress, threads=None,  # the CLI's --threads
+                       device=device)
     except (ValueError, TypeError, ImportError, AttributeError, FileNotFoundError) as exc:
         print(f"samplerlab check: error: {exc}", file=sys.stderr)
         return 2

@@ -7,8 +7,8 @@ Subcommands:
 * ``samplerlab theory ...`` — print a named tableau or weight set and its order conditions.
 * ``samplerlab bench`` — solver overhead beyond the model, against diffusers' schedulers.
 * ``samplerlab demo`` — sample a 2-D mixture with a few samplers and print their defects.
-* ``samplerlab check NAME | module:attr | file.py:attr [--against a,b] [--quick] [--out DIR]`` —
-  the order card of any sampler (experiments/check.py).
+* ``samplerlab check NAME | module:attr | file.py:attr [--against a,b] [--quick] [--out DIR]
+  [--device cpu|cuda]`` — the order card of any sampler (experiments/check.py).
 * ``samplerlab compare module:factory --samplers a,b --nfe 4,6,8 [--out DIR]`` — verify samplers
   on your own denoiser against its self-reference (experiments/verify.py); ``factory()`` returns
   ``(denoiser, x_start, sigmas_or_grid_spec)``.
@@ -49,7 +49,10 @@ def _cmd_reproduce(args) -> int:
     from samplerlab.experiments.executors import CellError
     from samplerlab.experiments.reproduce import reproduce
 
+    from samplerlab.experiments.devices import check_device
+
     try:
+        check_device(args.device, "--device")
         if args.out is not None:
             check_writable(args.out, "--out")
         return reproduce(only=args.only, quick=args.quick, device=args.device, dtype=args.dtype,
@@ -184,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--quick", action="store_true", help="small sizes, Karras grid only, no TV")
     chk.add_argument("--out", default="samplerlab_check", help="output folder")
     chk.add_argument("--seed", type=int, default=0)
+    chk.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                     help="where the targets, grids and samples live (default cpu)")
     chk.add_argument("--no-progress", action="store_true", help="no progress bar")
     chk.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     chk.set_defaults(func=_cmd_check)

@@ -26,7 +26,7 @@ from .order import OrderEstimationError, estimate_order
 from .reference import solve_pf_ode
 
 __all__ = ["SamplerCase", "defect_sweep", "fit_order", "safe_fit", "order_fields",
-           "starting_points"]
+           "starting_points", "start_and_reference"]
 
 SamplerCase = Union[str, SolverSpec, Callable, Tuple[str, object, Mapping]]
 """A registered name, a SolverSpec, a plain callable, or ``(label, sampler, options)``."""
@@ -64,6 +64,17 @@ def starting_points(target, n: int, sigma_max: float, seed: int) -> torch.Tensor
     g = torch.Generator(device=target.device)
     g.manual_seed(int(seed))
     return target.sample(n, generator=g, sigma=float(sigma_max))
+
+
+def start_and_reference(target, n: int, sigma_max: float, sigma_end: float, seed: int,
+                        **solve_options) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(x_start, x_ref)`` of one sweep: :func:`starting_points` and their exact PF-ODE
+    solution at ``sigma_end`` (``solve_options``: rtol/atol of
+    :func:`~samplerlab.experiments.reference.solve_pf_ode`). A module-level function, so a study
+    can compute the references of several targets or grids as cells
+    (:func:`~samplerlab.experiments.executors.map_calls`)."""
+    x_start = starting_points(target, n, sigma_max, seed)
+    return x_start, solve_pf_ode(target, x_start, sigma_max, sigma_end, **solve_options)
 
 
 def defect_sweep(target, samplers: Iterable[SamplerCase], steps: Sequence[int],

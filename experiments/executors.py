@@ -30,7 +30,8 @@ from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["CellError", "SerialExecutor", "cell_executor", "current_executor", "map_cells", "use_executor"]
+__all__ = ["CellError", "SerialExecutor", "cell_executor", "current_executor", "map_calls",
+           "map_cells", "parallel_safe", "use_executor"]
 
 _CURRENT: contextvars.ContextVar = contextvars.ContextVar("samplerlab_cell_executor", default=None)
 
@@ -126,11 +127,39 @@ def map_cells(fn: Callable, cells: Sequence[Tuple[str, tuple]],
               executor: Optional[cf.Executor] = None) -> List[Any]:
     """``[fn(*args) for desc, args in cells]`` on ``executor`` (default: the current one), in
     order. ``fn`` must be a picklable module-level function for process/Dask executors."""
+    return map_calls([(desc, fn, tuple(args)) for desc, args in cells], executor)
+
+
+def map_calls(calls: Sequence[tuple], executor: Optional[cf.Executor] = None) -> List[Any]:
+    """``[fn(*args, **kwargs) for desc, fn, args[, kwargs] in calls]`` on ``executor`` (default:
+    the current one), results in the order of ``calls``.
+
+    :func:`map_cells` for cells of different kinds: the independent parts of a study (say, one
+    cell per grid size and one per target) are submitted together, so every worker stays busy.
+    Each call is ``(description, function, args)`` or ``(description, function, args, kwargs)``;
+    for process/Dask executors the function and its arguments must be picklable (module-level
+    functions, ``functools.partial`` of them). All calls are submitted before the first result
+    is awaited (inline executors run them one by one and stop at the first failure); the first
+    failing call, in order, raises :class:`CellError` naming it, and calls not yet started are
+    cancelled.
+    """
     ex = executor if executor is not None else current_executor()
-    cells = list(cells)
-    futures = [ex.submit(fn, *args) for _, args in cells]
+    parsed = []
+    for item in calls:
+        ok = (isinstance(item, tuple) and len(item) in (3, 4) and isinstance(item[0], str)
+              and callable(item[1]) and isinstance(item[2], tuple)
+              and (len(item) == 3 or isinstance(item[3], dict)))
+        if not ok:
+            raise TypeError("calls must be (description, function, args tuple[, kwargs dict]), "
+                            f"got {item!r:.80}")
+        parsed.append((item[0], item[1], item[2], item[3] if len(item) == 4 else {}))
+    futures = []
+    for _, fn, args, kwargs in parsed:
+        futures.append(ex.submit(fn, *args, **kwargs))
+        if isinstance(ex, SerialExecutor) and futures[-1].exception() is not None:
+            break  # inline: the calls after a failure are not run
     results = []
-    for (desc, _), fut in zip(cells, futures):
+    for (desc, _, _, _), fut in zip(parsed, futures):
         try:
             results.append(fut.result())
         except Exception as exc:

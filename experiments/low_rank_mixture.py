@@ -169,6 +169,14 @@ class LowRankGaussianMixture(GaussianMixture):
         obj._init_low_rank(w, mu, u, a, dtype, device)
         return obj
 
+    def __getstate__(self):
+        """Pickled without its caches (per-level tensors, the dense twin): a study's cells send
+        the target to worker processes, and at image size the per-level cache alone is tens of
+        MB; a worker rebuilds what it uses."""
+        state = self.__dict__.copy()
+        state["_cache"], state["_dense"] = {}, None
+        return state
+
     # ------------------------------------------------------------------ properties
     @property
     def rank(self) -> int:

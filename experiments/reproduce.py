@@ -19,6 +19,7 @@ import torch
 
 from samplerlab.solvers.progress import Progress
 
+from .devices import check_device
 from .executors import cell_executor, use_executor
 from .io import write_csv, write_json
 from .report import write_report
@@ -88,10 +89,7 @@ def reproduce(only: Optional[Sequence[str]] = None, quick: bool = False, device:
     unknown = [n for n in names if n not in STUDIES]
     if unknown:
         raise ValueError(f"unknown study name(s) {unknown}; known studies: {', '.join(STUDIES)}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' requested but torch.cuda.is_available() is False")
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    check_device(device)
     out = Path(out) if out is not None else default_output_dir()
     out.mkdir(parents=True, exist_ok=True)
     if report_only:

@@ -5,6 +5,7 @@ import io
 import math
 
 import pytest
+import torch
 
 from samplerlab.experiments.bench import add_parser, run_bench
 
@@ -68,7 +69,8 @@ def test_bench_cli_and_bad_input(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["bench", "--quick", "--samplers", "euler", "--dtype", "float64",
-                              "--sections", "reference", "--threads", "1", "--out", str(tmp_path)])
+                              "--sections", "reference", "--threads", "1", "--out", str(tmp_path),
+                              "--device", "cpu"])
     assert args.func(args) == 0
     assert (tmp_path / "reference.csv").exists()
     args = parser.parse_args(["bench", "--quick", "--samplers", "fv_ideal", "--out", str(tmp_path)])
@@ -80,3 +82,9 @@ def test_bench_cli_and_bad_input(tmp_path, capsys):
         run_bench(quick=True, out=tmp_path, threads=0)
     with pytest.raises(ValueError, match="unknown sampler"):
         run_bench(quick=True, out=tmp_path, samplers=["dpmpp_9m"])
+    with pytest.raises(ValueError, match="device must be one of 'cpu', 'cuda', got 'tpu'"):
+        run_bench(quick=True, out=tmp_path, device="tpu")
+    if not torch.cuda.is_available():  # CUDA asked for where there is none: named, not a crash
+        args = parser.parse_args(["bench", "--quick", "--device", "cuda", "--out", str(tmp_path)])
+        assert args.func(args) == 2
+        assert "--device 'cuda' requested but CUDA is not available" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """samplerlab.experiments.check and ``samplerlab check`` (issue 11), at --quick sizes."""
 import sympy
 import pytest
+import torch
 
 from samplerlab.experiments import check
 from samplerlab.experiments.check import AGREEMENT_TOL, load_sampler
@@ -81,7 +82,7 @@ def test_cli_on_a_file_and_on_a_module(tmp_path, monkeypatch, capsys):
     (tmp_path / "cardmod.py").write_text(MODULE)
     out = tmp_path / "out"
     assert main(["check", f"{tmp_path / 'cardmod.py'}:hand_euler", "--quick", "--no-progress",
-                 "--against", "euler", "--out", str(out)]) == 0
+                 "--against", "euler", "--out", str(out), "--device", "cpu"]) == 0
     assert "Order card: hand_euler" in capsys.readouterr().out
     assert (out / "check_hand_euler.md").is_file() and (out / "check_hand_euler.csv").is_file()
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -102,6 +103,23 @@ def test_cli_on_a_file_and_on_a_module(tmp_path, monkeypatch, capsys):
 def test_cli_bad_input_is_a_clear_error(arg, match, capsys):
     assert main(["check", arg, "--quick", "--no-progress"]) == 2
     assert match in capsys.readouterr().err
+
+
+def test_device_is_checked_and_named(capsys):
+    """``device=`` / ``--device``: anything but cpu/cuda, or CUDA where there is none, is a
+    ValueError (exit 2 on the command line) naming the argument, before any work."""
+    with pytest.raises(ValueError, match="device must be one of 'cpu', 'cuda', got 'tpu'"):
+        check("euler", quick=True, device="tpu")
+    with pytest.raises(TypeError, match="device"):
+        check("euler", quick=True, device=0)
+    with pytest.raises(SystemExit):             # argparse: not one of the choices
+        main(["check", "euler", "--quick", "--device", "tpu"])
+    assert "argument --device: invalid choice: 'tpu'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device 'cuda' requested but CUDA is not available"):
+            check("euler", quick=True, device="cuda")
+        assert main(["check", "euler", "--quick", "--no-progress", "--device", "cuda"]) == 2
+        assert "--device 'cuda' requested" in capsys.readouterr().err
 
 
 def test_load_sampler_returns_names_unchanged():

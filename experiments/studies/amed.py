@@ -65,6 +65,7 @@ import torch  # noqa: E402
 
 from samplerlab.experiments.amed_training import AMEDTrainingConfig, train_amed  # noqa: E402
 from samplerlab.experiments.convergence import starting_points  # noqa: E402
+from samplerlab.experiments.executors import map_calls  # noqa: E402
 from samplerlab.experiments.io import save_figure  # noqa: E402
 from samplerlab.experiments.metrics import defect, tv_pushforward  # noqa: E402
 from samplerlab.experiments.reference import solve_pf_ode, solve_pf_ode_path  # noqa: E402
@@ -72,8 +73,8 @@ from samplerlab.experiments.targets import GaussianMixture  # noqa: E402
 from samplerlab.solvers import NFECounter, SOLVERS, grids  # noqa: E402
 import samplerlab.solvers.amed  # noqa: E402,F401  (registers amed, amed_plugin)
 
-from .base import (Claim, Context, StudyResult, check_verdict, fraction_verdict,  # noqa: E402
-                   order_verdict, register_study)
+from .base import (Claim, Context, StudyResult, check_verdict, draw_figures,  # noqa: E402
+                   fraction_verdict, order_verdict, register_study)
 from samplerlab.experiments.order import OrderEstimationError, estimate_order  # noqa: E402
 from samplerlab.experiments.plotting import paper_label  # noqa: E402
 
@@ -234,92 +235,139 @@ def _train(target, base, steps, afs, s, ctx, seed_offset, grid=KARRAS, **kw):
     return trained, time.perf_counter() - start
 
 
-def _main_rows(ctx: Context, s: Dict):
-    defect_rows, coef_rows, timing = [], [], []
-    evals, kept = {}, {}
-    for ti, tname in enumerate(s["targets"]):
-        target = _target(tname, ctx)
-        ev = _Eval(target, ctx, s, ti)
-        evals[tname] = ev
-        for nfe in s["nfe"]:
-            for name in BASELINES:
-                m = _steps_for_nfe(name, nfe, {}, ctx)
-                if m is None:
-                    continue
-                row = ev.measure(name, _grid(m, ctx), {})
-                defect_rows.append({"target": tname, "sampler": paper_label(name), "name": name,
-                                    "kind": "baseline", "afs": False, "steps": m,
-                                    "nfe_target": nfe, **row})
-            if nfe % 2 == 0:
-                continue
-            steps = (nfe + 1) // 2
-            sig = _grid(steps, ctx)
-            for ci, (label, base) in enumerate(CONFIGS):
-                name, opts = _sampler(base)
-                before = ev.measure(name, sig, dict(opts, afs=True))
-                defect_rows.append({"target": tname, "sampler": label + " r=1/2, c=1",
-                                    "name": name, "kind": "untrained", "afs": True,
-                                    "steps": steps, "nfe_target": nfe, **before})
-                trained, secs = _train(target, base, steps, True, s, ctx,
-                                       seed_offset=100 * ti + 10 * ci + nfe)
-                popts = dict(opts, predictor=trained.predictor)
-                after = ev.measure(name, sig, popts)
-                defect_rows.append({"target": tname, "sampler": label, "name": name,
-                                    "kind": "trained", "afs": True, "steps": steps,
-                                    "nfe_target": nfe, **after})
-                coef_rows += _coefficient_rows(ev, name, sig, popts,
-                                               {"target": tname, "sampler": label, "nfe": nfe})
-                timing.append({"target": tname, "sampler": label, "nfe": nfe,
-                               "train_seconds": secs, "n_train": s["n_train"]})
-                if base is None and nfe == 5:
-                    kept[tname] = (trained, secs)
-    return defect_rows, coef_rows, timing, evals, kept
-
-
-def _ablation_rows(ctx: Context, s: Dict, evals, kept, timing: List[dict]) -> List[dict]:
-    """AMED-Solver at NFE 5: features, teacher, AFS on an uncentred target (the
-    responsibilities/paper-teacher predictor is the main table's)."""
+def _baseline_rows(ev: _Eval, tname: str, nfe: int, ctx: Context) -> List[dict]:
+    """Every baseline that reaches ``nfe`` on one target (one cell)."""
     rows = []
-    steps, nfe = 3, 5
-    sig = _grid(steps, ctx)
-    for ti, tname in enumerate(s["ablation_targets"]):
-        ev = evals.get(tname) or _Eval(_target(tname, ctx), ctx, s, ti)
-        variants = [("responsibilities", "paper", s["n_train"])]
-        variants += [(f, "paper", s["n_train"]) for f in s["ablation_features"]]
-        if s["exact_teacher"]:
-            variants.append(("responsibilities", "exact", s["exact_teacher"]))
-        for feats, teacher, n_train in variants:
-            if (feats, teacher) == ("responsibilities", "paper") and tname in kept:
-                trained, secs = kept[tname]
-            else:
-                trained, secs = _train(ev.target, None, steps, True, dict(s, n_train=n_train),
-                                       ctx, seed_offset=900 + ti, features=feats,
-                                       teacher=teacher)
-            row = ev.measure("amed", sig, {"predictor": trained.predictor})
-            r_all = []
-            ev.run("amed", sig, {"predictor": trained.predictor},
-                   callback=lambda info: r_all.append(info["r"]))
-            rows.append({"target": tname, "ablation": "features/teacher", "features": feats,
-                         "teacher": teacher, "n_train": n_train, "afs": True, "centred": True, "nfe_target": nfe,
-                         "r_sample_std": float(torch.stack(r_all).std(dim=1).mean()), **row})
-            timing.append({"target": tname, "sampler": f"AMED-Solver ({feats}, {teacher} "
-                           "teacher)", "nfe": nfe, "train_seconds": secs, "n_train": n_train})
-    if s["afs_ablation"]:
-        target = _target("two_mode_1d", ctx, centred=False)
-        ev = _Eval(target, ctx, s, 50)
-        for afs, steps_a in ((True, 3), (False, 3)):
-            sig_a = _grid(steps_a, ctx)
-            before = ev.measure("amed", sig_a, {"afs": afs})
-            trained, secs = _train(target, None, steps_a, afs, s, ctx, seed_offset=950)
-            after = ev.measure("amed", sig_a, {"predictor": trained.predictor})
-            for kind, row in (("r=1/2, c=1", before), ("trained", after)):
-                rows.append({"target": "two_mode_1d (uncentred, mean 0.4)",
-                             "ablation": f"afs ({kind})", "features": "responsibilities",
-                             "teacher": "paper", "n_train": s["n_train"], "afs": afs, "centred": False,
-                             "nfe_target": row["nfe"], "r_sample_std": None, **row})
-            timing.append({"target": "two_mode_1d (uncentred)", "sampler": f"AMED-Solver afs={afs}",
-                           "nfe": before["nfe"], "train_seconds": secs, "n_train": s["n_train"]})
+    for name in BASELINES:
+        m = _steps_for_nfe(name, nfe, {}, ctx)
+        if m is None:
+            continue
+        row = ev.measure(name, _grid(m, ctx), {})
+        rows.append({"target": tname, "sampler": paper_label(name), "name": name,
+                     "kind": "baseline", "afs": False, "steps": m, "nfe_target": nfe, **row})
     return rows
+
+
+def _config_rows(ev: _Eval, tname: str, ti: int, nfe: int, ci: int, s: Dict, ctx: Context):
+    """One AMED configuration (``CONFIGS[ci]``) at an odd NFE on one target (one cell): its
+    r = 1/2, c = 1 and trained defect rows, the learned coefficients and the training-time row;
+    for AMED-Solver at NFE 5 also what the features/teacher ablation reports of this predictor
+    (``(row, r_sample_std, seconds)``, see :func:`_ablation_record`), else None."""
+    label, base = CONFIGS[ci]
+    steps = (nfe + 1) // 2
+    sig = _grid(steps, ctx)
+    name, opts = _sampler(base)
+    before = ev.measure(name, sig, dict(opts, afs=True))
+    trained, secs = _train(ev.target, base, steps, True, s, ctx,
+                           seed_offset=100 * ti + 10 * ci + nfe)
+    popts = dict(opts, predictor=trained.predictor)
+    after = ev.measure(name, sig, popts)
+    rows = [{"target": tname, "sampler": sampler, "name": name, "kind": kind, "afs": True,
+             "steps": steps, "nfe_target": nfe, **row}
+            for sampler, kind, row in ((label + " r=1/2, c=1", "untrained", before),
+                                       (label, "trained", after))]
+    coef = _coefficient_rows(ev, name, sig, popts, {"target": tname, "sampler": label,
+                                                    "nfe": nfe})
+    timing = {"target": tname, "sampler": label, "nfe": nfe, "train_seconds": secs,
+              "n_train": s["n_train"]}
+    keep = None
+    if base is None and nfe == 5:
+        keep = (after, _r_sample_std(ev, sig, trained), secs)
+    return rows, coef, timing, keep
+
+
+def _r_sample_std(ev: _Eval, sig, trained) -> float:
+    """Mean over steps of the spread of AMED-Solver's learned r over the held-out samples."""
+    r_all = []
+    ev.run("amed", sig, {"predictor": trained.predictor},
+           callback=lambda info: r_all.append(info["r"]))
+    return float(torch.stack(r_all).std(dim=1).mean())
+
+
+def _main_calls(evals, ctx: Context, s: Dict) -> List[tuple]:
+    """The cells of the main table, in its row order: per target and NFE, the baselines, then
+    (odd NFE) every configuration."""
+    calls = []
+    for ti, tname in enumerate(s["targets"]):
+        for nfe in s["nfe"]:
+            calls.append((f"baselines {tname} NFE {nfe}", _baseline_rows,
+                          (evals[tname], tname, nfe, ctx)))
+            if nfe % 2:
+                calls += [(f"{label} {tname} NFE {nfe}", _config_rows,
+                           (evals[tname], tname, ti, nfe, ci, s, ctx))
+                          for ci, (label, _) in enumerate(CONFIGS)]
+    return calls
+
+
+def _main_rows(results):
+    """Merge the main cells' results (in :func:`_main_calls`' order) into the defect,
+    coefficient and training-time tables, and per target what the ablation reuses of the
+    NFE-5 AMED-Solver."""
+    defect_rows, coef_rows, timing, kept = [], [], [], {}
+    for out in results:
+        if isinstance(out, list):           # a baselines cell
+            defect_rows += out
+            continue
+        rows, coef, row_t, keep = out
+        defect_rows += rows
+        coef_rows += coef
+        timing.append(row_t)
+        if keep is not None:
+            kept[row_t["target"]] = keep
+    return defect_rows, coef_rows, timing, kept
+
+
+def _ablation_variants(s: Dict):
+    """``(features, teacher, n_train)`` of the features/teacher ablation, in table order (the
+    first is the main table's predictor)."""
+    variants = [("responsibilities", "paper", s["n_train"])]
+    variants += [(f, "paper", s["n_train"]) for f in s["ablation_features"]]
+    if s["exact_teacher"]:
+        variants.append(("responsibilities", "exact", s["exact_teacher"]))
+    return variants
+
+
+def _ablation_row(ev: _Eval, tname: str, ti: int, variant, s: Dict, ctx: Context):
+    """Train AMED-Solver at NFE 5 with one features/teacher ``variant`` on one target and
+    measure it (one cell); returns :func:`_ablation_record`'s rows."""
+    feats, teacher, n_train = variant
+    sig = _grid(3, ctx)
+    trained, secs = _train(ev.target, None, 3, True, dict(s, n_train=n_train), ctx,
+                           seed_offset=900 + ti, features=feats, teacher=teacher)
+    row = ev.measure("amed", sig, {"predictor": trained.predictor})
+    return _ablation_record(tname, variant, row, _r_sample_std(ev, sig, trained), secs)
+
+
+def _ablation_record(tname: str, variant, row: dict, r_std: float, secs: float):
+    """The ablation-table row and the training-time row of one features/teacher variant."""
+    feats, teacher, n_train = variant
+    return ({"target": tname, "ablation": "features/teacher", "features": feats,
+             "teacher": teacher, "n_train": n_train, "afs": True, "centred": True,
+             "nfe_target": 5, "r_sample_std": r_std, **row},
+            {"target": tname, "sampler": f"AMED-Solver ({feats}, {teacher} teacher)",
+             "nfe": 5, "train_seconds": secs, "n_train": n_train})
+
+
+def _afs_ablation(ctx: Context, s: Dict):
+    """AFS on and off for AMED-Solver on the uncentred 1-D target, before and after training
+    (one cell): ablation rows and training-time rows."""
+    rows, timing = [], []
+    target = _target("two_mode_1d", ctx, centred=False)
+    ev = _Eval(target, ctx, s, 50)
+    for afs, steps_a in ((True, 3), (False, 3)):
+        sig_a = _grid(steps_a, ctx)
+        before = ev.measure("amed", sig_a, {"afs": afs})
+        trained, secs = _train(target, None, steps_a, afs, s, ctx, seed_offset=950)
+        after = ev.measure("amed", sig_a, {"predictor": trained.predictor})
+        for kind, row in (("r=1/2, c=1", before), ("trained", after)):
+            rows.append({"target": "two_mode_1d (uncentred, mean 0.4)",
+                         "ablation": f"afs ({kind})", "features": "responsibilities",
+                         "teacher": "paper", "n_train": s["n_train"], "afs": afs,
+                         "centred": False, "nfe_target": row["nfe"], "r_sample_std": None,
+                         **row})
+        timing.append({"target": "two_mode_1d (uncentred)", "sampler": f"AMED-Solver afs={afs}",
+                       "nfe": before["nfe"], "train_seconds": secs, "n_train": s["n_train"]})
+    return rows, timing
 
 
 # ----------------------------------------------------------------------------------------------
@@ -334,49 +382,53 @@ def _states(target, name, x, sig, opts) -> List[torch.Tensor]:
     return states
 
 
-def _search_rows(ctx: Context, s: Dict):
-    steps = 5
-    rows, align = [], []
-    for ti, tname in enumerate(s["search_targets"]):
-        target = _target(tname, ctx)
-        sig = _grid(steps, ctx)
-        x = starting_points(target, s["search_n"], SIGMA_MAX, seed=ctx.seed + 8000 + ti)
-        truth = solve_pf_ode_path(target, x, sig)
-        # held-out trajectories: the searched r are scored on starting points not searched on
-        x_held = starting_points(target, s["search_n"], SIGMA_MAX, seed=ctx.seed + 8500 + ti)
-        truth_held = solve_pf_ode_path(target, x_held, sig)
-        for label in s["search_configs"]:
-            base = dict(CONFIGS)[label]
-            name, opts = _sampler(base)
+SEARCH_STEPS = 5
 
-            def err(rs, held=False):
-                xs, tr = (x_held, truth_held) if held else (x, truth)
-                st = _states(target, name, xs, sig, dict(opts, r=list(rs)))
-                return [float((st[k] - tr[k]).norm(dim=1).mean()) for k in range(steps + 1)]
 
-            chosen = [0.5] * steps
-            for n in range(steps):
-                best = None
-                for r in s["search_r"]:
-                    trial = chosen[:n] + [r] + chosen[n + 1:]
-                    e = err(trial)[n + 1]
-                    if best is None or e < best[0] - 1e-15:
-                        best = (e, r)
-                chosen[n] = best[1]
-            e_base, e_search = err([0.5] * steps), err(chosen)
-            h_base, h_search = err([0.5] * steps, True), err(chosen, True)
-            for n in range(steps):
-                rows.append({"target": tname, "sampler": label, "step": n,
-                             "sigma_cur": float(sig[n]), "sigma_next": float(sig[n + 1]),
-                             "r_searched": chosen[n]})
-            for k in range(1, steps + 1):
-                align.append({"target": tname, "sampler": label, "point": k,
-                              "sigma": float(sig[k]), "error_baseline": e_base[k],
-                              "error_searched": e_search[k],
-                              "relative_alignment": e_base[k] - e_search[k],
-                              "error_baseline_held_out": h_base[k],
-                              "error_searched_held_out": h_search[k],
-                              "relative_alignment_held_out": h_base[k] - h_search[k]})
+def _search_truths(tname: str, ti: int, s: Dict, ctx: Context):
+    """The searched and the held-out starting points of one target and their exact
+    trajectories on the search grid (one cell): ``(x, truth, x_held, truth_held)``."""
+    target = _target(tname, ctx)
+    sig = _grid(SEARCH_STEPS, ctx)
+    x = starting_points(target, s["search_n"], SIGMA_MAX, seed=ctx.seed + 8000 + ti)
+    # held-out trajectories: the searched r are scored on starting points not searched on
+    x_held = starting_points(target, s["search_n"], SIGMA_MAX, seed=ctx.seed + 8500 + ti)
+    return x, solve_pf_ode_path(target, x, sig), x_held, solve_pf_ode_path(target, x_held, sig)
+
+
+def _search_rows(tname: str, label: str, truths, s: Dict, ctx: Context):
+    """Greedy per-step search over r for one configuration on one target (one cell): the
+    searched r per step and the alignment rows."""
+    steps = SEARCH_STEPS
+    target = _target(tname, ctx)
+    sig = _grid(steps, ctx)
+    x, truth, x_held, truth_held = truths
+    name, opts = _sampler(dict(CONFIGS)[label])
+
+    def err(rs, held=False):
+        xs, tr = (x_held, truth_held) if held else (x, truth)
+        st = _states(target, name, xs, sig, dict(opts, r=list(rs)))
+        return [float((st[k] - tr[k]).norm(dim=1).mean()) for k in range(steps + 1)]
+
+    chosen = [0.5] * steps
+    for n in range(steps):
+        best = None
+        for r in s["search_r"]:
+            trial = chosen[:n] + [r] + chosen[n + 1:]
+            e = err(trial)[n + 1]
+            if best is None or e < best[0] - 1e-15:
+                best = (e, r)
+        chosen[n] = best[1]
+    e_base, e_search = err([0.5] * steps), err(chosen)
+    h_base, h_search = err([0.5] * steps, True), err(chosen, True)
+    rows = [{"target": tname, "sampler": label, "step": n, "sigma_cur": float(sig[n]),
+             "sigma_next": float(sig[n + 1]), "r_searched": chosen[n]} for n in range(steps)]
+    align = [{"target": tname, "sampler": label, "point": k, "sigma": float(sig[k]),
+              "error_baseline": e_base[k], "error_searched": e_search[k],
+              "relative_alignment": e_base[k] - e_search[k],
+              "error_baseline_held_out": h_base[k], "error_searched_held_out": h_search[k],
+              "relative_alignment_held_out": h_base[k] - h_search[k]}
+             for k in range(1, steps + 1)]
     return rows, align
 
 
@@ -464,7 +516,7 @@ def _colour(row) -> str:
     return _COLOURS[dict(CONFIGS)[row["sampler"]]]
 
 
-def _fig_defect(rows, ctx: Context, targets) -> Dict[str, str]:
+def _fig_defect(ctx: Context, rows, targets) -> Dict[str, str]:
     fig, axes = plt.subplots(1, len(targets), figsize=(5.2 * len(targets), 4.2), squeeze=False)
     for ax, tname in zip(axes[0], targets):
         sel = [r for r in rows if r["target"] == tname and r["kind"] != "untrained"]
@@ -489,7 +541,7 @@ def _fig_defect(rows, ctx: Context, targets) -> Dict[str, str]:
                        "(solid, AFS, one predictor per NFE) against the baselines (dashed)."}
 
 
-def _fig_coefficients(rows, ctx: Context, target, nfe) -> Dict[str, str]:
+def _fig_coefficients(ctx: Context, rows, target, nfe) -> Dict[str, str]:
     sel = [r for r in rows if r["target"] == target and r["nfe"] == nfe]
     labels = list(dict.fromkeys(r["sampler"] for r in sel))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -518,7 +570,7 @@ def _fig_coefficients(rows, ctx: Context, target, nfe) -> Dict[str, str]:
                        f"Fig. 7) on {target} at NFE {nfe}; dotted: DPM-Solver-2's r = 1/2, c = 1."}
 
 
-def _fig_search(rows, align, ctx: Context, target) -> Dict[str, str]:
+def _fig_search(ctx: Context, rows, align, target) -> Dict[str, str]:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     for lab in dict.fromkeys(r["sampler"] for r in align if r["target"] == target):
         a = [r for r in align if r["target"] == target and r["sampler"] == lab]
@@ -545,7 +597,7 @@ def _fig_search(rows, align, ctx: Context, target) -> Dict[str, str]:
                        "closer to the exact trajectory), (b) the searched r_n."}
 
 
-def _fig_pca(rows, curves, ctx: Context) -> Dict[str, str]:
+def _fig_pca(ctx: Context, rows, curves) -> Dict[str, str]:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.5, 4))
     cmap = plt.get_cmap("tab20")
     floor = 1e-6
@@ -588,22 +640,18 @@ def _fig_pca(rows, curves, ctx: Context) -> Dict[str, str]:
 # the paper's time-uniform grid, the thin shell
 # ----------------------------------------------------------------------------------------------
 
-def _time_uniform_rows(ctx: Context, s: Dict, evals) -> List[dict]:
-    """AMED-Solver at NFE 5 (3 steps with AFS) on the time-uniform grid: r = 1/2, c = 1 and
-    trained for that grid."""
-    rows = []
+def _time_uniform_rows(ev: _Eval, tname: str, ti: int, s: Dict, ctx: Context) -> List[dict]:
+    """AMED-Solver at NFE 5 (3 steps with AFS) on the time-uniform grid on one target: r = 1/2,
+    c = 1 and trained for that grid (one cell)."""
     steps = 3
     sig = _time_uniform_grid(steps, ctx)
-    for ti, tname in enumerate(s["targets"]):
-        ev = evals[tname]
-        before = ev.measure("amed", sig, {"afs": True})
-        trained, _ = _train(ev.target, None, steps, True, s, ctx, seed_offset=1200 + ti,
-                            grid=TIME_UNIFORM)
-        after = ev.measure("amed", sig, {"predictor": trained.predictor})
-        for kind, row in (("r=1/2, c=1", before), ("trained", after)):
-            rows.append({"target": tname, "grid": "time-uniform (VP linear)", "kind": kind,
-                         "levels": " ".join(f"{float(v):.4g}" for v in sig), **row})
-    return rows
+    before = ev.measure("amed", sig, {"afs": True})
+    trained, _ = _train(ev.target, None, steps, True, s, ctx, seed_offset=1200 + ti,
+                        grid=TIME_UNIFORM)
+    after = ev.measure("amed", sig, {"predictor": trained.predictor})
+    return [{"target": tname, "grid": "time-uniform (VP linear)", "kind": kind,
+             "levels": " ".join(f"{float(v):.4g}" for v in sig), **row}
+            for kind, row in (("r=1/2, c=1", before), ("trained", after))]
 
 
 SHELL_DIMS = (4, 16, 64, 256, 1024)
@@ -960,24 +1008,73 @@ def run_amed(ctx: Context) -> StudyResult:
         phases.append({"phase": name, "seconds": now - clock})
         clock = now
 
-    equiv = _equivalence(ctx)
-    defect_rows, coef_rows, timing, evals, kept = _main_rows(ctx, s)
-    lap("training and evaluation")
-    ablation = _ablation_rows(ctx, s, evals, kept, timing)
-    lap("ablations")
-    search, align = _search_rows(ctx, s)
-    lap("grid search")
-    pca_rows, pca_curves = _pca_rows(ctx, s)
-    lap("pca")
+    # cells (experiments.executors) in two rounds, each submitted at once and merged in the
+    # tables' fixed order: first what needs nothing else (the held-out evaluation sets with
+    # their exact endpoints, the grid search's exact trajectories, the 2-D subspace, the thin
+    # shell, the DPM-Solver-2 identity), then what needs them (baselines and configurations per
+    # target and NFE, the ablations, the grid search per configuration, the time-uniform grid)
+    offsets = {t: i for i, t in enumerate(s["ablation_targets"])}
+    offsets.update({t: i for i, t in enumerate(s["targets"])})
+    eval_names = list(dict.fromkeys(s["targets"] + s["ablation_targets"]))
+    first = [(f"evaluation set {t}", _Eval, (_target(t, ctx), ctx, s, offsets[t]))
+             for t in eval_names]
+    first += [(f"search trajectories {t}", _search_truths, (t, ti, s, ctx))
+              for ti, t in enumerate(s["search_targets"])]
+    first += [("2-D subspace", _pca_rows, (ctx, s)),
+              ("thin shell", thin_shell_rows, (ctx, s["shell_n"]), {"dims": s["shell_dims"]}),
+              ("DPM-Solver-2 identity", _equivalence, (ctx,))]
+    done = iter(map_calls(first))
+    evals = {t: next(done) for t in eval_names}
+    truths = {t: next(done) for t in s["search_targets"]}
+    (pca_rows, pca_curves), shell, equiv = next(done), next(done), next(done)
+    lap("evaluation sets, search trajectories, 2-D subspace, thin shell (cells)")
+
+    kept_targets = set(s["targets"]) if 5 in s["nfe"] else set()
+    variants = _ablation_variants(s)
+    trained_variants = [(ti, t, v) for ti, t in enumerate(s["ablation_targets"])
+                        for vi, v in enumerate(variants) if not (vi == 0 and t in kept_targets)]
+    time_uniform = s.get("time_uniform", True)
+    calls = _main_calls(evals, ctx, s)
+    n_main = len(calls)
+    calls += [(f"ablation {t} {v[0]}/{v[1]} teacher", _ablation_row, (evals[t], t, ti, v, s, ctx))
+              for ti, t, v in trained_variants]
+    if s["afs_ablation"]:
+        calls.append(("AFS ablation", _afs_ablation, (ctx, s)))
+    calls += [(f"grid search {t} {label}", _search_rows, (t, label, truths[t], s, ctx))
+              for t in s["search_targets"] for label in s["search_configs"]]
+    if time_uniform:
+        calls += [(f"time-uniform grid {t}", _time_uniform_rows, (evals[t], t, ti, s, ctx))
+                  for ti, t in enumerate(s["targets"])]
+    results = map_calls(calls)
+    defect_rows, coef_rows, timing, kept = _main_rows(results[:n_main])
+    done = iter(results[n_main:])
+    trained_out = {(t, v): next(done) for _, t, v in trained_variants}
+    ablation = []
+    for t in s["ablation_targets"]:
+        for vi, v in enumerate(variants):
+            if vi == 0 and t in kept_targets:
+                row, row_t = _ablation_record(t, v, *kept[t])
+            else:
+                row, row_t = trained_out[(t, v)]
+            ablation.append(row)
+            timing.append(row_t)
+    if s["afs_ablation"]:
+        rows, rows_t = next(done)
+        ablation += rows
+        timing += rows_t
+    search, align = [], []
+    for _ in range(len(s["search_targets"]) * len(s["search_configs"])):
+        rows, al = next(done)
+        search += rows
+        align += al
+    tu_rows = [r for _ in s["targets"] for r in next(done)] if time_uniform else []
+    lap("training, evaluation, ablations, grid search, time-uniform grid (cells)")
     nfe_fig = 5 if 5 in s["nfe"] else s["nfe"][0]
-    figures = [_fig_defect(defect_rows, ctx, s["targets"]),
-               _fig_coefficients(coef_rows, ctx, s["targets"][0], nfe_fig),
-               _fig_search(search, align, ctx, s["search_targets"][0]),
-               _fig_pca(pca_rows, pca_curves, ctx)]
+    figures = draw_figures(ctx, [(_fig_defect, (defect_rows, s["targets"])),
+                                 (_fig_coefficients, (coef_rows, s["targets"][0], nfe_fig)),
+                                 (_fig_search, (search, align, s["search_targets"][0])),
+                                 (_fig_pca, (pca_rows, pca_curves))])
     lap("figures")
-    tu_rows = _time_uniform_rows(ctx, s, evals) if s.get("time_uniform", True) else []
-    shell = thin_shell_rows(ctx, s["shell_n"], dims=s["shell_dims"])
-    lap("time-uniform grid and thin shell")
     vs_base = plugin_vs_base_rows(defect_rows)
     claims = _claims(defect_rows, coef_rows, ablation, align, pca_rows, equiv, s)
     claims += _extra_claims(vs_base, ablation, tu_rows, shell)

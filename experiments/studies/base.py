@@ -17,15 +17,19 @@ import dataclasses
 import math
 import numbers
 import platform
+import tempfile
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
+
+from samplerlab.experiments.executors import SerialExecutor, map_cells
+from samplerlab.experiments.io import atomic_write_bytes
 
 __all__ = ["Context", "Claim", "StudyResult", "Study", "STUDIES", "register_study", "VERDICTS",
            "CLAIM_VERDICTS", "CHECK_VERDICTS", "KINDS", "VERDICT_RULES", "ORDER_TOLERANCE",
            "order_verdict", "fraction_verdict", "separation_verdict", "check_verdict",
-           "interval_of_difference", "worst_verdict"]
+           "interval_of_difference", "worst_verdict", "draw_figures"]
 
 #: relative tolerance of an order/rate claim: the point estimate within 5 % of the claimed value
 ORDER_TOLERANCE = 0.05
@@ -242,3 +246,40 @@ def register_study(name: str, title: str, seed_paper: str):
         return fn
 
     return deco
+
+
+def _figure_cell(fn: Callable, ctx: Context, args: tuple):
+    """Draw one figure in a fresh temporary folder: ``fn(ctx', *args)`` with ``ctx'.out`` that
+    folder; returns ``fn``'s value and the bytes of every file it wrote there (name -> bytes),
+    so the figure can be drawn in another process (or on another machine) than the one that
+    keeps it."""
+    with tempfile.TemporaryDirectory(prefix="samplerlab-figure-") as tmp:
+        value = fn(dataclasses.replace(ctx, out=Path(tmp)), *args)
+        files = {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir())
+                 if p.is_file() and not p.name.startswith(".")}
+    return value, files
+
+
+def draw_figures(ctx: Context, figures: Sequence[Tuple[Callable, tuple]]) -> list:
+    """Draw a study's figures as cells of the current run (in parallel under ``reproduce
+    --jobs/--dask``) and write their files into ``ctx.out``; returns the figure functions'
+    values in order.
+
+    ``figures``: ``(fn, args)`` pairs, each ``fn(ctx, *args)`` a module-level function that
+    draws one figure into ``ctx.out`` (experiments.io.save_figure) and returns its
+    ``{"path", "caption"}``. Files are written by this process, atomically, after every figure
+    is drawn, so a failing figure leaves none of them behind. Functions that cannot be pickled
+    by name (lambdas, nested functions) are drawn here, serially.
+    """
+    figures = [(fn, tuple(args)) for fn, args in figures]
+    for fn, _ in figures:
+        if not callable(fn):
+            raise TypeError(f"figures must be (function, args) pairs, got {fn!r:.60}")
+    portable = all("<" not in getattr(fn, "__qualname__", "<") for fn, _ in figures)
+    drawn = map_cells(_figure_cell, [(f"figure {getattr(fn, '__name__', fn)}", (fn, ctx, args))
+                                     for fn, args in figures],
+                      None if portable else SerialExecutor())
+    for _, files in drawn:
+        for name, data in files.items():
+            atomic_write_bytes(ctx.out / name, data)
+    return [value for value, _ in drawn]

@@ -23,6 +23,7 @@ reported beside it — a second look next to the ``lagrange-order`` study's d <=
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Dict, List
 
@@ -34,15 +35,15 @@ import numpy as np  # noqa: E402
 from scipy.stats import kendalltau  # noqa: E402
 
 from samplerlab.experiments.convergence import (defect_sweep, order_fields, safe_fit,  # noqa: E402
-                                                starting_points)
+                                                start_and_reference)
+from samplerlab.experiments.executors import map_calls  # noqa: E402
 from samplerlab.experiments.io import save_figure  # noqa: E402
 from samplerlab.experiments.low_rank_mixture import image_like_mixture  # noqa: E402
 from samplerlab.experiments.plotting import paper_label  # noqa: E402
-from samplerlab.experiments.reference import solve_pf_ode  # noqa: E402
 from samplerlab.solvers import SOLVERS, grids  # noqa: E402
 
-from .base import (Claim, Context, StudyResult, check_verdict, fraction_verdict,  # noqa: E402
-                   register_study)
+from .base import (Claim, Context, StudyResult, check_verdict, draw_figures,  # noqa: E402
+                   fraction_verdict, register_study)
 
 __all__ = ["run_high_dimension", "study_settings", "event_shape_for", "interpolate_loglog"]
 
@@ -101,15 +102,21 @@ def _target(ctx: Context, d: int):
                 "001 (dimension dependence), all samplers")
 def run_high_dimension(ctx: Context) -> StudyResult:
     s = study_settings(ctx.quick)
-    grid = lambda m: grids.karras(m, SIGMA_MIN, SIGMA_MAX, RHO, dtype=ctx.dtype,  # noqa: E731
-                                  device=ctx.device)
+    grid = functools.partial(grids.karras, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, rho=RHO,
+                             dtype=ctx.dtype, device=ctx.device)
+    targets = {d: _target(ctx, d) for d in s["dims"]}
+    # cells (experiments.executors): the exact reference of every dimension, then one sweep
+    # cell per (dimension, sampler); merged in this fixed order
+    refs = map_calls([(f"reference d={d}", start_and_reference,
+                       (targets[d], s["n"][d], SIGMA_MAX, SIGMA_MIN, ctx.seed + 900 + d),
+                       dict(rtol=REF_TOL, atol=REF_TOL)) for d in s["dims"]])
+    sweeps = iter(map_calls([(f"sweep d={d} {name}", defect_sweep,
+                              (targets[d], [name], s["steps"], grid),
+                              dict(n=s["n"][d], x_start=x0, x_ref=ref))
+                             for d, (x0, ref) in zip(s["dims"], refs) for name in SAMPLERS]))
     defect_rows, order_rows, summary_rows = [], [], []
     for d in s["dims"]:
-        target = _target(ctx, d)
-        x0 = starting_points(target, s["n"][d], SIGMA_MAX, ctx.seed + 900 + d)
-        ref = solve_pf_ode(target, x0, SIGMA_MAX, SIGMA_MIN, rtol=REF_TOL, atol=REF_TOL)
-        rows = defect_sweep(target, list(SAMPLERS), s["steps"], grid, n=s["n"][d],
-                            x_start=x0, x_ref=ref)
+        rows = [r for _ in SAMPLERS for r in next(sweeps)]
         for r in rows:
             defect_rows.append({"d": d, "event_shape": "x".join(map(str, event_shape_for(d))),
                                 "sampler": r["name"], "steps": r["steps"], "nfe": r["nfe"],
@@ -127,7 +134,7 @@ def run_high_dimension(ctx: Context) -> StudyResult:
                                  f"rms_defect_at_nfe{NFE_RANK}": at_rank})
     ranking = _rankings(summary_rows, s["dims"])
     claims = _claims(order_rows, summary_rows, ranking, s["dims"])
-    figures = [_figure(ctx, defect_rows, s["dims"])]
+    figures = draw_figures(ctx, [(_figure, (defect_rows, s["dims"]))])
     settings = {"samplers": list(SAMPLERS), "dims": s["dims"], "steps": s["steps"],
                 "n": {str(k): v for k, v in s["n"].items()},
                 "grid": f"karras(M, {SIGMA_MIN}, {SIGMA_MAX}, rho={RHO})",

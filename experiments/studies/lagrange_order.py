@@ -52,6 +52,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from samplerlab.experiments.convergence import defect_sweep, starting_points  # noqa: E402
+from samplerlab.experiments.executors import map_calls  # noqa: E402
 from samplerlab.experiments.reference import solve_pf_ode  # noqa: E402
 from samplerlab.experiments.io import save_figure  # noqa: E402
 from samplerlab.experiments.metrics import tv_density_1d_deterministic  # noqa: E402
@@ -59,8 +60,8 @@ from samplerlab.experiments.order import fit_power_law  # noqa: E402
 from samplerlab.experiments.targets import GaussianMixture  # noqa: E402
 from samplerlab.solvers import SOLVERS, grids  # noqa: E402
 
-from .base import (Claim, Context, StudyResult, check_verdict, fraction_verdict,  # noqa: E402
-                   order_verdict, register_study, worst_verdict)
+from .base import (Claim, Context, StudyResult, check_verdict, draw_figures,  # noqa: E402
+                   fraction_verdict, order_verdict, register_study, worst_verdict)
 from samplerlab.experiments.convergence import order_fields, safe_fit  # noqa: E402
 from samplerlab.experiments.plotting import paper_label, slope_triangle  # noqa: E402
 
@@ -123,19 +124,19 @@ def _inv_h(T: int) -> float:
     return T / (C1 * math.log(T))
 
 
-def _defect_li(target, ctx: Context, s: Dict) -> List[dict]:
+def _defect_li(target, ctx: Context, s: Dict, i: int, T: int) -> List[dict]:
+    """The rows of every case at T levels of the papers' schedule (one cell: T's own starting
+    points, seed ``ctx.seed + 1000 + i``, and reference)."""
+    sweep = defect_sweep(target, [_case(K, R) for K, R in CASES], [T - 1],
+                         lambda m: _li_grid(m + 1, ctx), n=s["n"], seed=ctx.seed + 1000 + i)
     rows = []
-    cases = [_case(K, R) for K, R in CASES]
-    for i, T in enumerate(s["T_li"]):
-        sweep = defect_sweep(target, cases, [T - 1], lambda m: _li_grid(m + 1, ctx), n=s["n"],
-                             seed=ctx.seed + 1000 + i)
-        for (K, R), row in zip(CASES, sweep):
-            rows.append({"grid": f"li(c0={C0:g},c1={C1:g})", "sampler": row["sampler"], "K": K,
-                         "R": _resolved(K, R), "T": T, "steps": row["steps"],
-                         "inv_h": _inv_h(T), "nfe": row["nfe"],
-                         "nfe_formula": (T - 1) * (1 + _resolved(K, R) * (K - 1)),
-                         **{k: row[k] for k in ("defect_mean", "defect_median", "defect_q90",
-                                                "defect_max")}})
+    for (K, R), row in zip(CASES, sweep):
+        rows.append({"grid": f"li(c0={C0:g},c1={C1:g})", "sampler": row["sampler"], "K": K,
+                     "R": _resolved(K, R), "T": T, "steps": row["steps"],
+                     "inv_h": _inv_h(T), "nfe": row["nfe"],
+                     "nfe_formula": (T - 1) * (1 + _resolved(K, R) * (K - 1)),
+                     **{k: row[k] for k in ("defect_mean", "defect_median", "defect_q90",
+                                            "defect_max")}})
     return rows
 
 
@@ -160,32 +161,28 @@ def _defect_lambda(target, ctx: Context, s: Dict) -> List[dict]:
     return rows
 
 
-def _tv_rows(target, ctx: Context, s: Dict) -> List[dict]:
-    """Exact 1-D TV of the deterministic sampler map vs the exact marginal (module docstring)."""
-    rows = []
+def _tv_row(target, ctx: Context, s: Dict, K: int, R, T: int) -> dict:
+    """Exact 1-D TV of the deterministic sampler map vs the exact marginal (module docstring),
+    for one case at T levels (one cell)."""
     spec = SOLVERS["lagrange"]
-    for K, R, t_list in s["tv_cases"]:
-        for T in t_list:
-            sig = _li_grid(T, ctx)
-            s0, s1 = float(sig[0]), float(sig[-1])
-            base = target.marginal(s0)
-            half_width = float(base.means.abs().max()) + 8.0 * math.sqrt(
-                float(base.eigenvalues.max()))
-            edges = torch.linspace(-half_width, half_width, s["tv_panels"] + 1, dtype=ctx.dtype,
-                                   device=ctx.device)
-            res = tv_density_1d_deterministic(
-                lambda x, K=K, R=R: spec(target.denoiser, x, sig, K=K, R=R),
-                lambda x: target.log_prob(x, s0), lambda y: target.log_prob(y, s1), edges,
-                mass_tol=1.0)
-            uncovered = max(0.0, 1.0 - res.mass_p)
-            rows.append({"grid": f"li(c0={C0:g},c1={C1:g})", "sampler": _label(K, R), "K": K,
-                         "R": _resolved(K, R), "T": T, "steps": T - 1, "inv_h": _inv_h(T),
-                         "nfe": (T - 1) * (1 + _resolved(K, R) * (K - 1)),
-                         "tv": res.value + 0.5 * uncovered, "tv_integral": res.value,
-                         "uncovered_target_mass": uncovered,
-                         "quadrature_mass_error_q": abs(1.0 - res.mass_q),
-                         "panels": s["tv_panels"]})
-    return rows
+    sig = _li_grid(T, ctx)
+    s0, s1 = float(sig[0]), float(sig[-1])
+    base = target.marginal(s0)
+    half_width = float(base.means.abs().max()) + 8.0 * math.sqrt(float(base.eigenvalues.max()))
+    edges = torch.linspace(-half_width, half_width, s["tv_panels"] + 1, dtype=ctx.dtype,
+                           device=ctx.device)
+    res = tv_density_1d_deterministic(
+        lambda x: spec(target.denoiser, x, sig, K=K, R=R),
+        lambda x: target.log_prob(x, s0), lambda y: target.log_prob(y, s1), edges,
+        mass_tol=1.0)
+    uncovered = max(0.0, 1.0 - res.mass_p)
+    return {"grid": f"li(c0={C0:g},c1={C1:g})", "sampler": _label(K, R), "K": K,
+            "R": _resolved(K, R), "T": T, "steps": T - 1, "inv_h": _inv_h(T),
+            "nfe": (T - 1) * (1 + _resolved(K, R) * (K - 1)),
+            "tv": res.value + 0.5 * uncovered, "tv_integral": res.value,
+            "uncovered_target_mass": uncovered,
+            "quadrature_mass_error_q": abs(1.0 - res.mass_q),
+            "panels": s["tv_panels"]}
 
 
 def equal_nfe_rows(target, ctx: Context, s: Dict) -> List[dict]:
@@ -213,22 +210,19 @@ def equal_nfe_rows(target, ctx: Context, s: Dict) -> List[dict]:
     return rows
 
 
-def _dimension_rows(ctx: Context, s: Dict) -> List[dict]:
-    rows = []
+def _dimension_rows(ctx: Context, s: Dict, d: int, j: int) -> List[dict]:
+    """Defect at fixed T of K = 1..4 on the j-th seeded random mixture in dimension d (one
+    cell)."""
     T = s["dim_T"]
-    cases = [_case(K, None) for K in (1, 2, 3, 4)]
-    for d in s["dims"]:
-        for j in range(s["dim_seeds"]):
-            target = GaussianMixture.random_anisotropic(d, DIM_COMPONENTS, seed=ctx.seed + 100 + j,
-                                                        dtype=ctx.dtype, device=ctx.device)
-            sweep = defect_sweep(target, cases, [T - 1], lambda m: _li_grid(m + 1, ctx),
-                                 n=s["dim_n"], seed=ctx.seed + 3000 + 97 * d + j)
-            for K, row in zip((1, 2, 3, 4), sweep):
-                rows.append({"d": d, "target_seed": ctx.seed + 100 + j, "sampler": row["sampler"],
-                             "K": K, "T": T, "nfe": row["nfe"],
-                             "defect_median": row["defect_median"],
-                             "defect_per_sqrt_d": row["defect_median"] / math.sqrt(d)})
-    return rows
+    target = GaussianMixture.random_anisotropic(d, DIM_COMPONENTS, seed=ctx.seed + 100 + j,
+                                                dtype=ctx.dtype, device=ctx.device)
+    sweep = defect_sweep(target, [_case(K, None) for K in (1, 2, 3, 4)], [T - 1],
+                         lambda m: _li_grid(m + 1, ctx), n=s["dim_n"],
+                         seed=ctx.seed + 3000 + 97 * d + j)
+    return [{"d": d, "target_seed": ctx.seed + 100 + j, "sampler": row["sampler"], "K": K,
+             "T": T, "nfe": row["nfe"], "defect_median": row["defect_median"],
+             "defect_per_sqrt_d": row["defect_median"] / math.sqrt(d)}
+            for K, row in zip((1, 2, 3, 4), sweep)]
 
 
 def _dimension_fits(rows: List[dict]) -> List[dict]:
@@ -492,15 +486,28 @@ def _figure_dimension(ctx, dim_rows, dim_fits):
 def run_lagrange_order(ctx: Context) -> StudyResult:
     s = study_settings(ctx.quick)
     target = GaussianMixture.two_mode_1d(dtype=ctx.dtype, device=ctx.device)
-    defect_rows = _defect_li(target, ctx, s) + _defect_lambda(target, ctx, s)
-    tv_rows = _tv_rows(target, ctx, s)
-    dim_rows = _dimension_rows(ctx, s)
+    # cells (experiments.executors), submitted together: the equal-NFE comparison, one cell per
+    # T of the papers' schedule (largest first), per TV case and per dimension/target seed;
+    # merged in the tables' fixed order
+    li = list(enumerate(s["T_li"]))[::-1]
+    tv = [(K, R, T) for K, R, t_list in s["tv_cases"] for T in t_list]
+    dims = [(d, j) for d in s["dims"] for j in range(s["dim_seeds"])]
+    calls = [("equal NFE", equal_nfe_rows, (target, ctx, s))]
+    calls += [(f"papers' schedule T={T}", _defect_li, (target, ctx, s, i, T)) for i, T in li]
+    calls += [(f"TV {_label(K, R)} T={T}", _tv_row, (target, ctx, s, K, R, T)) for K, R, T in tv]
+    calls += [(f"dimension d={d} seed {j}", _dimension_rows, (ctx, s, d, j)) for d, j in dims]
+    done = map_calls(calls)
+    eq_rows = done[0]
+    by_t = dict(zip([T for _, T in li], done[1:1 + len(li)]))
+    defect_rows = [r for T in s["T_li"] for r in by_t[T]] + _defect_lambda(target, ctx, s)
+    tv_rows = done[1 + len(li):1 + len(li) + len(tv)]
+    dim_rows = [r for rows in done[1 + len(li) + len(tv):] for r in rows]
     fits = _fits(defect_rows, tv_rows)
     dim_fits = _dimension_fits(dim_rows)
-    eq_rows = equal_nfe_rows(target, ctx, s)
     claims = _claims(fits, dim_fits, defect_rows) + [_equal_nfe_claim(eq_rows)]
-    figures = [_figure_defect(ctx, defect_rows, fits), _figure_tv(ctx, tv_rows, defect_rows),
-               _figure_dimension(ctx, dim_rows, dim_fits)]
+    figures = draw_figures(ctx, [(_figure_defect, (defect_rows, fits)),
+                                 (_figure_tv, (tv_rows, defect_rows)),
+                                 (_figure_dimension, (dim_rows, dim_fits))])
     head = ", ".join(f"K={K}: {_fmt(_find(fits, 'defect_median vs 1/h', _label(K, None)))}"
                      for K in (1, 2, 3, 4))
     parity = _fmt(_find(fits, "defect_median vs 1/h", _label(3, 3)))

@@ -71,6 +71,7 @@ import sympy as sp  # noqa: E402
 import torch  # noqa: E402
 
 from samplerlab.experiments.convergence import defect_sweep, starting_points  # noqa: E402
+from samplerlab.experiments.executors import map_calls  # noqa: E402
 from samplerlab.experiments.io import save_figure  # noqa: E402
 from samplerlab.experiments.metrics import defect  # noqa: E402
 from samplerlab.experiments.order import OrderEstimationError, estimate_order  # noqa: E402
@@ -81,8 +82,8 @@ from samplerlab.experiments.order_card import MULTISTEP_WEIGHT_SETS  # noqa: E40
 from samplerlab.theory.exp_rk import EXP_RK_TABLEAUX, check_stiff_conditions  # noqa: E402
 from samplerlab.theory.orders import exp_rk_orders, multistep_orders  # noqa: E402
 
-from .base import (Claim, Context, StudyResult, fraction_verdict, order_verdict,  # noqa: E402
-                   register_study, worst_verdict)
+from .base import (Claim, Context, StudyResult, draw_figures, fraction_verdict,  # noqa: E402
+                   order_verdict, register_study, worst_verdict)
 from samplerlab.experiments.reference import solve_pf_ode_path  # noqa: E402
 from samplerlab.experiments.convergence import order_fields, safe_fit  # noqa: E402
 from samplerlab.experiments.plotting import paper_label, slope_triangle  # noqa: E402
@@ -98,30 +99,37 @@ HEADLINE_NFE = 9
 NEIGHBOUR_NFE = (7, 8, 9, 10, 11)
 BOOTSTRAP = 2000
 
-def _condition_rows() -> List[dict]:
-    rows = []
-    for name in ("euler", "dpmpp_2s", "res_2s", "dpm_solver_3", "res_3s"):
+#: the samplers of the conditions table, in its order (exp-RK tableaux, then weight sets)
+CONDITION_SAMPLERS = ("euler", "dpmpp_2s", "res_2s", "dpm_solver_3", "res_3s", "dpmpp_2m",
+                      "res_2m")
+
+
+def _theory(name: str) -> Tuple[Optional[int], Optional[int], List[dict]]:
+    """``(stiff order, classical order, condition rows)`` theory/ gives sampler ``name`` (an
+    exponential-RK tableau or a multistep weight set; ``(None, None, [])`` otherwise). Symbolic
+    and slow on first use in a process, so the study runs it as one cell per sampler."""
+    if name in EXP_RK_TABLEAUX:
         stiff, classical, checks = exp_rk_orders(name)
-        for c in checks:
-            rows.append({"sampler": name, "paper_name": paper_label(name), "kind": "exp-RK stiff",
-                         "condition": c.name, "order": c.order, "statement": c.statement,
-                         "residual": str(c.residual), "holds_for_all_h": bool(c.holds),
-                         "holds_as_h_to_0": bool(c.holds_as_h_to_0),
-                         "leading_term_h_to_0": "" if c.leading is None else str(c.leading),
-                         "max_abs_residual": float(c.max_abs),
-                         "stiff_order": stiff, "classical_order": classical})
-    for name in ("dpmpp_2m", "res_2m"):
+        return stiff, classical, [
+            {"sampler": name, "paper_name": paper_label(name), "kind": "exp-RK stiff",
+             "condition": c.name, "order": c.order, "statement": c.statement,
+             "residual": str(c.residual), "holds_for_all_h": bool(c.holds),
+             "holds_as_h_to_0": bool(c.holds_as_h_to_0),
+             "leading_term_h_to_0": "" if c.leading is None else str(c.leading),
+             "max_abs_residual": float(c.max_abs),
+             "stiff_order": stiff, "classical_order": classical} for c in checks]
+    if name in MULTISTEP_WEIGHT_SETS:
         method, q = MULTISTEP_WEIGHT_SETS[name]
         stiff, classical, mrows = multistep_orders(method, q)
-        for r in mrows:
-            rows.append({"sampler": name, "paper_name": paper_label(name),
-                         "kind": "multistep moment", "condition": f"moment k={r['k']}",
-                         "order": r["k"] + 1, "statement": f"sum_j w_j s_j^{r['k']} = m_{r['k']}",
-                         "residual": r["residual"], "holds_for_all_h": r["holds"],
-                         "holds_as_h_to_0": r["vanishes_as_h_to_0"],
-                         "leading_term_h_to_0": r["leading"], "max_abs_residual": None,
-                         "stiff_order": stiff, "classical_order": classical})
-    return rows
+        return stiff, classical, [
+            {"sampler": name, "paper_name": paper_label(name),
+             "kind": "multistep moment", "condition": f"moment k={r['k']}",
+             "order": r["k"] + 1, "statement": f"sum_j w_j s_j^{r['k']} = m_{r['k']}",
+             "residual": r["residual"], "holds_for_all_h": r["holds"],
+             "holds_as_h_to_0": r["vanishes_as_h_to_0"],
+             "leading_term_h_to_0": r["leading"], "max_abs_residual": None,
+             "stiff_order": stiff, "classical_order": classical} for r in mrows]
+    return None, None, []
 
 
 def study_settings(quick: bool) -> Dict:
@@ -428,18 +436,16 @@ def _robustness(sweeps, tol) -> List[dict]:
     return out
 
 
-def _orders(sweeps) -> List[dict]:
+def _orders(sweeps, theory) -> List[dict]:
+    """Fitted orders per (target, grid, sampler) beside theory/'s (``theory``: name ->
+    :func:`_theory`)."""
     out = []
     for tname in dict.fromkeys(r["target"] for r in sweeps):
         for g in dict.fromkeys(r["grid"] for r in sweeps):
             sel = [r for r in sweeps if r["target"] == tname and r["grid"] == g]
             for name in SAMPLERS:
                 est = safe_fit(sel, paper_label(name), x="nfe", y="defect_median")
-                stiff = classical = None
-                if name in EXP_RK_TABLEAUX:
-                    stiff, classical, _ = exp_rk_orders(name)
-                elif name in MULTISTEP_WEIGHT_SETS:
-                    stiff, classical, _ = multistep_orders(*MULTISTEP_WEIGHT_SETS[name])
+                stiff, classical, _ = theory[name]
                 out.append({"target": tname, "grid": g, "sampler": paper_label(name),
                             "name": name, "declared": SOLVERS[name].order_for(),
                             "theory_stiff": stiff, "theory_classical": classical,
@@ -525,7 +531,7 @@ def _fmt_order(r) -> str:
     return f"{r['order']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
 
 
-def _claims(headline, robust, orders, s) -> List[Claim]:
+def _claims(headline, robust, orders, s, theory) -> List[Claim]:
     claims = []
     main = [r for r in headline if r["baseline"] == "dpmpp_2s" and r["nfe"] == HEADLINE_NFE]
     meas = "; ".join(f"{r['target']}: {100 * r['reduction']:.1f} % "
@@ -625,8 +631,7 @@ def _claims(headline, robust, orders, s) -> List[Claim]:
         verdicts += [order_verdict(None if r["order"] is None else
                                    (r["order"], r["ci_low"], r["ci_high"]), r["declared"])
                      for r in rs]
-    stiff = {n: (exp_rk_orders(n)[0] if n in EXP_RK_TABLEAUX else
-                 multistep_orders(*MULTISTEP_WEIGHT_SETS[n])[0]) for n in SAMPLERS}
+    stiff = {n: theory[n][0] for n in SAMPLERS}
     stiff_ok = all(stiff[res] > stiff[base] for base, res in PAIRS)
     parts.append("stiff orders (theory/): " + ", ".join(f"{paper_label(n)} {stiff[n]}"
                                                          for n in SAMPLERS))
@@ -715,30 +720,40 @@ def _smoothness_claim(smooth_rows) -> Optional[Claim]:
 def run_res_order_conditions(ctx: Context) -> StudyResult:
     s = study_settings(ctx.quick)
     tg = targets(ctx)
-    sweeps, headline = [], []
+    # cells (experiments.executors), submitted together: theory/'s orders per sampler (symbolic),
+    # one sweep per (target, grid) with its own reference, and per target the NFE-9 headline,
+    # the local errors, the smoothness and the churn comparison; merged in this fixed order
+    names = list(dict.fromkeys(CONDITION_SAMPLERS + SAMPLERS))
+    grid_names = ["karras"] + s["alt_grids"]
+    calls = [(f"theory {n}", _theory, (n,)) for n in names]
     for i, tname in enumerate(s["targets"]):
         target = tg[tname]
-        sweeps += _sweep(target, tname, "karras", s["karras_nfe"], ctx, s, 10 + i)
-        for g in s["alt_grids"]:
-            sweeps += _sweep(target, tname, g, s["alt_nfe"], ctx, s, 10 + i)
-        headline += _headline(target, tname, ctx, s, 20 + i)
+        calls += [(f"sweep {tname} {g}", _sweep,
+                   (target, tname, g, s["karras_nfe"] if g == "karras" else s["alt_nfe"], ctx, s,
+                    10 + i)) for g in grid_names]
+        calls += [(f"NFE-9 headline {tname}", _headline, (target, tname, ctx, s, 20 + i)),
+                  (f"local error {tname}", local_error_rows,
+                   (target, tname, ctx, s["n_local"], ctx.seed + 30 + i)),
+                  (f"smoothness {tname}", smoothness_rows,
+                   (target, tname, ctx, s["n_smooth"], ctx.seed + 40 + i, s["smooth_points"])),
+                  (f"churn {tname}", churn_rows,
+                   (target, tname, ctx, s["n_churn"], ctx.seed + 60 + i, s["churn_steps"]))]
+    done = iter(map_calls(calls))
+    theory = {n: next(done) for n in names}
+    sweeps, headline, local_rows, smooth_rows, churn = [], [], [], [], []
+    for _ in s["targets"]:
+        for _ in grid_names:
+            sweeps += next(done)
+        for table in (headline, local_rows, smooth_rows, churn):
+            table += next(done)
     robust = _robustness(sweeps, s["tolerance"])
-    orders = _orders(sweeps)
-    conditions = _condition_rows()
-    local_rows, smooth_rows = [], []
-    for i, tname in enumerate(s["targets"]):
-        local_rows += local_error_rows(tg[tname], tname, ctx, s["n_local"], ctx.seed + 30 + i)
-        smooth_rows += smoothness_rows(tg[tname], tname, ctx, s["n_smooth"], ctx.seed + 40 + i,
-                                       s["smooth_points"])
-    claims = _claims(headline, robust, orders, s)
-    churn = []
-    for i, tname in enumerate(s["targets"]):
-        churn += churn_rows(tg[tname], tname, ctx, s["n_churn"], ctx.seed + 60 + i,
-                            s["churn_steps"])
+    orders = _orders(sweeps, theory)
+    conditions = [r for n in CONDITION_SAMPLERS for r in theory[n][2]]
+    claims = _claims(headline, robust, orders, s, theory)
     claims += [c for c in (_stiff_claim(local_rows), _smoothness_claim(smooth_rows),
                            _churn_claim(churn)) if c]
-    figures = [_figure_defects(ctx, sweeps, ["karras"] + s["alt_grids"], s["targets"]),
-               _figure_headline(ctx, headline)]
+    figures = draw_figures(ctx, [(_figure_defects, (sweeps, grid_names, s["targets"])),
+                                 (_figure_headline, (headline,))])
     main = [r for r in headline if r["baseline"] == "dpmpp_2s" and r["nfe"] == HEADLINE_NFE]
     cond_lines = []
     for name in ("euler", "dpmpp_2s", "res_2s", "dpm_solver_3", "res_3s", "dpmpp_2m", "res_2m"):

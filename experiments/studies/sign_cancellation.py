@@ -49,7 +49,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from samplerlab.experiments.convergence import defect_sweep, starting_points  # noqa: E402
+from samplerlab.experiments.convergence import defect_sweep, start_and_reference  # noqa: E402
+from samplerlab.experiments.executors import map_calls  # noqa: E402
 from samplerlab.experiments.io import save_figure  # noqa: E402
 from samplerlab.experiments.metrics import signed_error  # noqa: E402
 from samplerlab.experiments.order import OrderEstimationError, estimate_order  # noqa: E402
@@ -57,8 +58,8 @@ from samplerlab.experiments.reference import solve_pf_ode  # noqa: E402
 from samplerlab.experiments.targets import GaussianMixture  # noqa: E402
 from samplerlab.solvers import SOLVERS, NFECounter, grids  # noqa: E402
 
-from .base import (Claim, Context, StudyResult, check_verdict, fraction_verdict,  # noqa: E402
-                   order_verdict, register_study, worst_verdict)
+from .base import (Claim, Context, StudyResult, check_verdict, draw_figures,  # noqa: E402
+                   fraction_verdict, order_verdict, register_study, worst_verdict)
 from samplerlab.experiments.plotting import slope_triangle  # noqa: E402
 
 __all__ = ["run_sign_cancellation", "study_settings", "targets", "signed_error_rows",
@@ -179,15 +180,23 @@ def low_nfe_rows(target: GaussianMixture, tname: str, x_start: torch.Tensor,
     """Median defect at NFE 4..10 of the low-NFE samplers at equal (ledger-counted) NFE."""
     rows = []
     for name in LOW_NFE_SAMPLERS:
-        plan = {nfe: steps_for_nfe(name, nfe, ctx) for nfe in LOW_NFE}
-        steps = sorted({m for m in plan.values() if m is not None})
-        sweep = defect_sweep(target, [name], steps, lambda m: _grid(m, ctx), n=x_start.shape[0],
-                             x_start=x_start, x_ref=x_ref)
-        for r in sweep:
-            rows.append({"target": tname, "sampler": name, "label": LABELS[name],
-                         "nfe": r["nfe"], "steps": r["steps"],
-                         "defect_median": r["defect_median"], "defect_mean": r["defect_mean"],
-                         "defect_q90": r["defect_q90"]})
+        rows += _low_nfe_sampler_rows(target, tname, name, x_start, x_ref, ctx)
+    return _rank_low_nfe(rows)
+
+
+def _low_nfe_sampler_rows(target, tname: str, name: str, x_start, x_ref, ctx) -> List[dict]:
+    """The low-NFE rows of one sampler on one target (one cell of the study; no ranks yet)."""
+    plan = {nfe: steps_for_nfe(name, nfe, ctx) for nfe in LOW_NFE}
+    steps = sorted({m for m in plan.values() if m is not None})
+    sweep = defect_sweep(target, [name], steps, lambda m: _grid(m, ctx), n=x_start.shape[0],
+                         x_start=x_start, x_ref=x_ref)
+    return [{"target": tname, "sampler": name, "label": LABELS[name], "nfe": r["nfe"],
+             "steps": r["steps"], "defect_median": r["defect_median"],
+             "defect_mean": r["defect_mean"], "defect_q90": r["defect_q90"]} for r in sweep]
+
+
+def _rank_low_nfe(rows: List[dict]) -> List[dict]:
+    """Rank one target's low-NFE rows by median defect at each NFE (in place; returns them)."""
     for nfe in LOW_NFE:
         sel = sorted((r for r in rows if r["nfe"] == nfe), key=lambda r: r["defect_median"])
         for i, r in enumerate(sel):
@@ -275,6 +284,13 @@ def lookahead_rows(target: GaussianMixture, tname: str, steps, x_start: torch.Te
                          "distance_to_registry_f_ddim": (float((x - reg).abs().max())
                                                          if la == "ddim" else None)})
     return rows
+
+
+def _timed(fn, *args):
+    """``(fn(*args), seconds)``: a cell that also reports its own wall time (run_timing table;
+    under ``--jobs``/``--dask`` the cells' times overlap)."""
+    start = time.perf_counter()
+    return fn(*args), time.perf_counter() - start
 
 
 def _fit(rows, column):
@@ -668,32 +684,45 @@ def _figure_low_nfe(ctx, low_rows, tnames) -> Dict[str, str]:
 def run_sign_cancellation(ctx: Context) -> StudyResult:
     """Run the study (module docstring) into ``ctx.out``; returns its StudyResult."""
     s = study_settings(ctx.quick)
-    timing = []
     t0 = time.perf_counter()
-    sign_rows, low_rows, look_rows = [], [], []
     tgts = targets(ctx)
-    for i, (tname, target) in enumerate(tgts.items()):
-        start = time.perf_counter()
-        x_start = starting_points(target, s["n"], SIGMA_MAX, ctx.seed + 10 + i)
-        x_ref = solve_pf_ode(target, x_start, SIGMA_MAX, SIGMA_MIN)
-        timing.append({"part": f"reference ({tname})", "seconds": time.perf_counter() - start})
-        start = time.perf_counter()
-        sign_rows += signed_error_rows(target, tname, s["steps"], x_start, x_ref, ctx)
-        timing.append({"part": f"signed errors ({tname})", "seconds": time.perf_counter() - start})
-        start = time.perf_counter()
-        low_rows += low_nfe_rows(target, tname, x_start[:s["n_low"]], x_ref[:s["n_low"]], ctx)
-        timing.append({"part": f"low NFE ({tname})", "seconds": time.perf_counter() - start})
-        start = time.perf_counter()
-        k = s["n_lookahead"]
-        look_rows += lookahead_rows(target, tname, s["lookahead_steps"], x_start[:k],
-                                    x_ref[:k], ctx, seed=ctx.seed + 50 + 1000 * i)
-        timing.append({"part": f"lookahead ablation ({tname})",
-                       "seconds": time.perf_counter() - start})
+    # cells (experiments.executors): the exact references of both targets, then every
+    # (target, M) of the signed errors and the lookahead ablation and every (target, sampler)
+    # of the low-NFE table, submitted together and merged in this fixed order
+    refs = map_calls([(f"reference {tname}", _timed,
+                       (start_and_reference, target, s["n"], SIGMA_MAX, SIGMA_MIN,
+                        ctx.seed + 10 + i))
+                      for i, (tname, target) in enumerate(tgts.items())])
+    calls = []
+    for i, ((tname, target), ((x_start, x_ref), _)) in enumerate(zip(tgts.items(), refs)):
+        k, n_low = s["n_lookahead"], s["n_low"]
+        calls += [(f"signed errors {tname} M={m}", _timed,
+                   (signed_error_rows, target, tname, [m], x_start, x_ref, ctx))
+                  for m in s["steps"]]
+        calls += [(f"low NFE {tname} {name}", _timed,
+                   (_low_nfe_sampler_rows, target, tname, name, x_start[:n_low],
+                    x_ref[:n_low], ctx)) for name in LOW_NFE_SAMPLERS]
+        calls += [(f"lookahead ablation {tname} M={m}", _timed,
+                   (lookahead_rows, target, tname, [m], x_start[:k], x_ref[:k], ctx,
+                    ctx.seed + 50 + 1000 * i)) for m in s["lookahead_steps"]]
+    done = iter(map_calls(calls))
+    sign_rows, low_rows, look_rows, timing = [], [], [], []
+    for tname, (_, ref_seconds) in zip(tgts, refs):
+        parts = {"signed errors": (sign_rows, len(s["steps"])),
+                 "low NFE": (low_rows, len(LOW_NFE_SAMPLERS)),
+                 "lookahead ablation": (look_rows, len(s["lookahead_steps"]))}
+        timing.append({"part": f"reference ({tname})", "seconds": ref_seconds})
+        for part, (table, count) in parts.items():
+            cells = [next(done) for _ in range(count)]
+            mine = [r for rows, _ in cells for r in rows]
+            table += _rank_low_nfe(mine) if part == "low NFE" else mine
+            timing.append({"part": f"{part} ({tname})", "seconds": sum(t for _, t in cells)})
     tnames = list(tgts)
     slopes = _slope_rows(sign_rows, tnames)
     claims = _claims(sign_rows, slopes, low_rows, tnames) + _lookahead_claims(look_rows, tnames)
-    figures = [_figure_signed(ctx, sign_rows, tnames), _figure_opposite(ctx, sign_rows, tnames),
-               _figure_low_nfe(ctx, low_rows, tnames)]
+    figures = draw_figures(ctx, [(_figure_signed, (sign_rows, tnames)),
+                                 (_figure_opposite, (sign_rows, tnames)),
+                                 (_figure_low_nfe, (low_rows, tnames))])
     timing.append({"part": "total", "seconds": time.perf_counter() - t0})
     table_slopes = [{k: v for k, v in r.items() if k != "_est"} for r in slopes]
 

@@ -28,6 +28,7 @@ The module also holds the plotting/fit helpers shared with the ``lagrange-order`
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Dict, List, Mapping, Optional
 
@@ -37,15 +38,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from samplerlab.experiments.convergence import (defect_sweep, fit_order, order_fields,  # noqa: E402
-                                                safe_fit)
+                                                safe_fit, start_and_reference)
+from samplerlab.experiments.executors import map_calls  # noqa: E402
 from samplerlab.experiments.order_card import theory_order  # noqa: E402
 from samplerlab.experiments.plotting import paper_label, slope_triangle  # noqa: E402
 from samplerlab.experiments.io import save_figure  # noqa: E402
 from samplerlab.experiments.targets import GaussianMixture  # noqa: E402
 from samplerlab.solvers import SOLVERS, grids  # noqa: E402
 
-from .base import (Claim, Context, StudyResult, check_verdict, fraction_verdict,  # noqa: E402
-                   order_verdict, register_study)
+from .base import (Claim, Context, StudyResult, check_verdict, draw_figures,  # noqa: E402
+                   fraction_verdict, order_verdict, register_study)
 
 __all__ = ["deterministic_samplers", "run_work_precision", "study_settings"]
 
@@ -117,12 +119,28 @@ def _figure(ctx, tname, rows, timing):
 def run_work_precision(ctx: Context) -> StudyResult:
     s = study_settings(ctx.quick)
     names = deterministic_samplers()
-    grid = lambda m: grids.karras(m, SIGMA_MIN, SIGMA_MAX, RHO, dtype=ctx.dtype,  # noqa: E731
-                                  device=ctx.device)
-    defect_rows, timing_rows, order_rows, figures = [], [], [], []
-    for i, (tname, target) in enumerate(_targets(ctx).items()):
-        rows = defect_sweep(target, [(n, n, {}) for n in names], s["steps"], grid,
-                            n=s["n"][tname], seed=ctx.seed + 500 + i, timing=True)
+    grid = functools.partial(grids.karras, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, rho=RHO,
+                             dtype=ctx.dtype, device=ctx.device)
+    targets = _targets(ctx)
+    ends = grid(s["steps"][0])
+    # cells (experiments.executors): the exact references of both targets, then theory/'s order
+    # of each sampler (symbolic, so it runs beside the sweeps rather than after them) and one
+    # sweep cell per (target, sampler); merged in this fixed order
+    refs = map_calls([(f"reference {tname}", start_and_reference,
+                       (target, s["n"][tname], float(ends[0]), float(ends[-1]),
+                        ctx.seed + 500 + i))
+                      for i, (tname, target) in enumerate(targets.items())])
+    calls = [(f"theory order {n}", theory_order, (n,)) for n in names]
+    calls += [(f"sweep {tname} {n}", defect_sweep, (target, [(n, n, {})], s["steps"], grid),
+               dict(n=s["n"][tname], seed=ctx.seed + 500 + i, timing=True, x_start=x_start,
+                    x_ref=x_ref))
+              for i, ((tname, target), (x_start, x_ref)) in enumerate(zip(targets.items(), refs))
+              for n in names]
+    done = map_calls(calls)
+    theory, sweeps = dict(zip(names, done[:len(names)])), done[len(names):]
+    defect_rows, timing_rows, order_rows = [], [], []
+    for i, tname in enumerate(targets):
+        rows = [r for sweep in sweeps[i * len(names):(i + 1) * len(names)] for r in sweep]
         for r in rows:
             base = {"target": tname, "sampler": paper_label(r["name"]), "name": r["name"],
                     "family": SOLVERS[r["name"]].family, "steps": r["steps"], "nfe": r["nfe"]}
@@ -136,13 +154,15 @@ def run_work_precision(ctx: Context) -> StudyResult:
             order_rows.append({"target": tname, "sampler": paper_label(n), "name": n,
                                "family": SOLVERS[n].family, "declared": SOLVERS[n].order_for(),
                                **order_fields(est)})
-        figures.append(_figure(ctx, tname, [r for r in defect_rows if r["target"] == tname],
-                               [r for r in timing_rows if r["target"] == tname]))
+    figures = draw_figures(ctx, [(_figure, (tname,
+                                            [r for r in defect_rows if r["target"] == tname],
+                                            [r for r in timing_rows if r["target"] == tname]))
+                                 for tname in targets])
     card = []
     for n in names:
         r = next(o for o in order_rows if o["name"] == n and o["target"] == "ring_2d")
         card.append({"sampler": n, "family": SOLVERS[n].family, "declared": r["declared"],
-                     "theory": theory_order(n),
+                     "theory": theory[n],
                      "measured": "no fit" if r["order"] is None else f"{r['order']:.2f}",
                      "interval": "" if r["order"] is None else
                      f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]",
@@ -151,7 +171,7 @@ def run_work_precision(ctx: Context) -> StudyResult:
         o["verdict"] = order_verdict(None if o["order"] is None else
                                      (o["order"], o["ci_low"], o["ci_high"]), o["declared"])
     for o in order_rows:
-        nominal = theory_order(o["name"]).split(" ")[0]
+        nominal = theory[o["name"]].split(" ")[0]
         o["theory_order"] = int(nominal) if nominal.isdigit() else None
         o["verdict_vs_theory"] = (None if o["theory_order"] is None else order_verdict(
             None if o["order"] is None else (o["order"], o["ci_low"], o["ci_high"]),
