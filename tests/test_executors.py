@@ -1,15 +1,13 @@
 """Sweep cells on other executors (experiments.executors): local processes and a real Dask
-LocalCluster give exactly the serial numbers; bad executor settings raise naming the argument."""
+LocalCluster give exactly the serial numbers; bad executor settings raise naming the argument.
+``reproduce --jobs 2`` against the serial CSVs of every study: tests/test_study_cells.py."""
 import concurrent.futures as cf
-import filecmp
-
 import pytest
 import torch
 
 from samplerlab.experiments.convergence import defect_sweep
-from samplerlab.experiments.executors import (CellError, SerialExecutor, cell_executor, map_cells,
-                                              use_executor)
-from samplerlab.experiments.reproduce import reproduce
+from samplerlab.experiments.executors import (CellError, SerialExecutor, cell_executor, map_calls,
+                                              map_cells, use_executor)
 from samplerlab.experiments.targets import GaussianMixture
 from samplerlab.solvers import grids
 
@@ -34,6 +32,25 @@ def test_serial_executor_and_cell_errors():
         map_cells(_fail, [(f"c{i}", (i,)) for i in range(4)], SerialExecutor())
 
 
+def test_map_calls_mixes_functions_keeps_order_and_stops_inline_at_a_failure():
+    ran = []
+
+    def note(i, scale=1):
+        ran.append(i)
+        return _fail(i) * scale
+
+    calls = [("a", abs, (-3,)), ("b", divmod, (7, 2)), ("c", note, (1,), {"scale": 10})]
+    assert map_calls(calls, SerialExecutor()) == [3, (3, 1), 10]
+    ran.clear()
+    with pytest.raises(CellError, match="cell 'two' failed: ZeroDivisionError: boom"):
+        map_calls([(n, note, (i,)) for i, n in enumerate(["zero", "one", "two", "three"])],
+                  SerialExecutor())
+    assert ran == [0, 1, 2]            # inline: nothing after the failing call runs
+    for bad in [("x", abs), ("x", abs, [1]), (1, abs, (1,)), ("x", 3, ()), ("x", abs, (1,), [])]:
+        with pytest.raises(TypeError, match="calls must be"):
+            map_calls([bad], SerialExecutor())
+
+
 def test_dask_local_cluster_gives_identical_rows():
     distributed = pytest.importorskip("dask.distributed")
     serial = _sweep()
@@ -42,30 +59,6 @@ def test_dask_local_cluster_gives_identical_rows():
         with cell_executor(dask=cluster.scheduler_address) as ex, use_executor(ex):
             parallel = _sweep()
     assert parallel == serial
-
-
-def _tiny_study(ctx):
-    from samplerlab.experiments.studies.base import StudyResult
-    return StudyResult(name="tiny-sweep", tables={"defect": _sweep()}, claims=[], figures=[],
-                       summary="tiny sweep")
-
-
-def test_reproduce_jobs_2_writes_the_same_csvs(tmp_path, monkeypatch):
-    """`reproduce --jobs 2` (two spawned worker processes with the parent's torch thread count)
-    and the serial run write byte-identical CSVs (a tiny registered
-    study, so the test stays cheap; the real studies use the same defect_sweep cells)."""
-    from samplerlab.experiments.studies import STUDIES, load_studies
-    from samplerlab.experiments.studies.base import Study
-    load_studies()
-    monkeypatch.setitem(STUDIES, "tiny-sweep", Study("tiny-sweep", "tiny", "-", _tiny_study))
-    a, b = tmp_path / "serial", tmp_path / "jobs2"
-    with open(tmp_path / "log", "w") as log:
-        assert reproduce(only=["tiny-sweep"], out=a, progress=False, stream=log) == 0
-        assert reproduce(only=["tiny-sweep"], out=b, progress=False, jobs=2, stream=log) == 0
-    csvs = sorted(p.name for p in a.glob("*.csv"))
-    assert csvs == ["tiny-sweep__defect.csv"] == sorted(p.name for p in b.glob("*.csv"))
-    _, mismatch, errors = filecmp.cmpfiles(a, b, csvs, shallow=False)
-    assert not mismatch and not errors
 
 
 def test_cli_jobs_below_one_is_an_error(capsys):
