@@ -13,8 +13,10 @@ the same files were written. The load average at the start of each run is record
 processes on the machine inflate the times, and with two workers on two cores they take a share
 of both.
 
-Writes ``reproduce_jobs.csv`` (jobs, wall_s = median over the repeats, wall_min_s, repeats,
-identical, load_average = mean 1-minute load at the runs' starts, cores) and
+Repeats are interleaved (1, 2, 1, 2, ...), so a load that drifts during the benchmark lands on
+both worker counts. Writes ``reproduce_jobs.csv`` (jobs, wall_s = median over the repeats,
+wall_min_s, cpu_s = median CPU seconds of the run and its workers, repeats, identical,
+load_average = mean 1-minute load at the runs' starts, cores) and
 ``reproduce_jobs_studies.csv`` (the per-study seconds ``reproduce`` prints, median over the
 repeats), atomically (experiments.io.write_csv).
 """
@@ -24,6 +26,7 @@ import argparse
 import filecmp
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -49,21 +52,24 @@ def same_csvs(a: Path, b: Path) -> bool:
     return not mismatch and not errors
 
 
-def run_once(jobs: int, out: Path, threads: int):
-    """One ``reproduce --quick`` in a fresh interpreter: (wall seconds, load average at the
-    start, {study: seconds})."""
+def run_once(jobs: int, out: Path, threads: int) -> dict:
+    """One ``reproduce --quick`` in a fresh interpreter: wall seconds, CPU seconds of it and its
+    worker processes, the load average at the start and the seconds printed per study."""
     cmd = [sys.executable, "-m", "samplerlab.experiments.cli", "reproduce", "--quick",
            "--no-progress", "--jobs", str(jobs), "--threads", str(threads), "--out", str(out)]
     load = os.getloadavg()[0]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     studies = {}
     for line in done.stdout.splitlines():
         m = STUDY_LINE.match(line)
         if m:
             studies[m["study"]] = float(m["seconds"])
-    return wall, load, studies
+    return {"wall": wall, "cpu": cpu, "load": load, "studies": studies}
 
 
 def main(argv=None) -> int:
@@ -79,36 +85,39 @@ def main(argv=None) -> int:
         parser.error(f"--jobs must be integers >= 1, got {args.jobs}")
     if args.repeats < 1 or args.threads < 1:
         parser.error("--repeats and --threads must be >= 1")
-    rows, study_rows = [], []
+    runs = {jobs: [] for jobs in args.jobs}
     with tempfile.TemporaryDirectory(prefix="reproduce_jobs_") as tmp:
         reference = None
-        for jobs in args.jobs:
-            walls, loads, per_study, identical = [], [], {}, True
-            for rep in range(args.repeats):
+        for rep in range(args.repeats):      # interleaved, so a drifting load hits all alike
+            for jobs in args.jobs:
                 out = Path(tmp) / f"jobs{jobs}_run{rep}"
-                wall, load, studies = run_once(jobs, out, args.threads)
-                walls.append(wall)
-                loads.append(load)
-                for name, sec in studies.items():
-                    per_study.setdefault(name, []).append(sec)
+                run = run_once(jobs, out, args.threads)
                 if reference is None:
                     reference = out
-                else:
-                    identical = identical and same_csvs(reference, out)
-                print(f"--jobs {jobs} run {rep + 1}: {wall:6.1f} s (load {load:.2f}); "
-                      f"CSVs {'identical' if identical else 'DIFFER'}", flush=True)
-            rows.append({"jobs": jobs, "wall_s": statistics.median(walls),
-                         "wall_min_s": min(walls), "repeats": args.repeats,
-                         "identical": identical, "load_average": statistics.mean(loads),
-                         "cores": os.cpu_count()})
-            study_rows += [{"jobs": jobs, "study": name, "seconds": statistics.median(secs)}
-                           for name, secs in per_study.items()]
+                run["identical"] = same_csvs(reference, out)
+                runs[jobs].append(run)
+                print(f"--jobs {jobs} run {rep + 1}: {run['wall']:6.1f} s wall, "
+                      f"{run['cpu']:6.1f} CPU-s (load {run['load']:.2f}); CSVs "
+                      f"{'identical' if run['identical'] else 'DIFFER'}", flush=True)
+    rows, study_rows = [], []
+    for jobs, done in runs.items():
+        rows.append({"jobs": jobs, "wall_s": statistics.median(r["wall"] for r in done),
+                     "wall_min_s": min(r["wall"] for r in done),
+                     "cpu_s": statistics.median(r["cpu"] for r in done), "repeats": len(done),
+                     "identical": all(r["identical"] for r in done),
+                     "load_average": statistics.mean(r["load"] for r in done),
+                     "cores": os.cpu_count()})
+        names = list(dict.fromkeys(n for r in done for n in r["studies"]))
+        study_rows += [{"jobs": jobs, "study": n,
+                        "seconds": statistics.median(r["studies"][n] for r in done
+                                                     if n in r["studies"])} for n in names]
     from samplerlab.experiments.io import write_csv
     write_csv(Path(args.out) / "reproduce_jobs.csv", rows)
     write_csv(Path(args.out) / "reproduce_jobs_studies.csv", study_rows)
     for r in rows:
-        print(f"jobs {r['jobs']}: median {r['wall_s']:.1f} s, min {r['wall_min_s']:.1f} s, "
-              f"identical {r['identical']}, load {r['load_average']:.2f}, {r['cores']} cores")
+        print(f"jobs {r['jobs']}: median {r['wall_s']:.1f} s (min {r['wall_min_s']:.1f} s, "
+              f"{r['cpu_s']:.1f} CPU-s), identical {r['identical']}, load "
+              f"{r['load_average']:.2f}, {r['cores']} cores")
     return 0 if all(r["identical"] for r in rows) else 1
 
 
